@@ -1,0 +1,17 @@
+"""`dualtrack verify-data` (not built yet)."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("verify-data", help="(not built yet)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    log.error("'dualtrack verify-data' is not built yet")
+    return 1

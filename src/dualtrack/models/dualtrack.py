@@ -1,0 +1,1 @@
+"""DualTrack and its ablations (registered models)."""
