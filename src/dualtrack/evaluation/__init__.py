@@ -1,1 +1,30 @@
-"""dualtrack.evaluation"""
+"""Evaluation: trajectory metrics (:mod:`.metrics`), TUS-REC submission adapter (:mod:`.submission`)."""
+
+from dualtrack.evaluation.metrics import (
+    TUSREC_METRICS,
+    all_pixel_errors,
+    drift_curve,
+    identity_errors,
+    landmark_errors,
+    normalised_score,
+    paper_metrics,
+    point_errors,
+    tusrec_metrics,
+    wilcoxon_table,
+)
+from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs
+
+__all__ = [
+    "TUSREC_METRICS",
+    "all_pixel_errors",
+    "drift_curve",
+    "identity_errors",
+    "landmark_errors",
+    "normalised_score",
+    "paper_metrics",
+    "point_errors",
+    "tusrec_metrics",
+    "wilcoxon_table",
+    "ddfs_from_poses",
+    "make_predict_ddfs",
+]

@@ -1,0 +1,185 @@
+"""TUS-REC challenge submission adapter: poses -> the four displacement fields of ``predict_ddfs``.
+
+The challenge harness (``test.py`` of the organisers, 2024 and 2025) calls, per scan::
+
+    GP, GL, LP, LL = predict_ddfs(frames, landmark, data_path_calib, device)
+
+with ``frames`` uint8 ``(N, H, W)``, ``landmark`` int ``(K, 3)`` rows ``(frame 0-based, u, v
+1-based)``, the path of ``calib_matrix.csv`` and (2025) a ``torch.device``. It expects float
+numpy arrays without NaN:
+
+* ``GP``: ``(N-1, 3, H*W)``, ``GP[i-1, :, k] = (G_i S p_k - S p_k)[:3]`` for frames ``i = 1..N-1``;
+* ``LP``: the same with the local poses ``L_i = T_{i-1<-i}``;
+* ``GL``, ``LL``: ``(3, K)``, the same displacement at each landmark ``q = (u, v, 0, 1)`` of frame
+  ``f`` (equal to the pixel field at ``[f-1, :, (v-1) W + (u-1)]``, the 2025 rule);
+
+where pixels ``p_k = (u, v, 0, 1)`` are in row-major order ``k = (v-1) W + (u-1)``, the order of
+``frame.reshape(-1)``.
+
+:func:`make_predict_ddfs` wraps any pose predictor into that function; :func:`ddfs_from_poses`
+computes the fields from global poses (also for the ground-truth side).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from dualtrack.data.calibration import Calibration, read_calibration
+from dualtrack.evaluation.metrics import DEFAULT_MAX_BYTES, as_global_poses, as_landmarks, landmark_points
+from dualtrack.geometry import local_from_global
+
+__all__ = ["Predictor", "PredictDdfs", "ddfs_from_poses", "make_predict_ddfs"]
+
+logger = logging.getLogger(__name__)
+
+#: ``predictor(frames uint8 (N, H, W), calibration, device) -> global poses (N, 4, 4)``
+#: (corner-origin image mm, ``G[0] = I``; numpy or torch).
+Predictor = Callable[[np.ndarray, Calibration, torch.device], "np.ndarray | torch.Tensor"]
+
+#: ``predict_ddfs(frames, landmark, data_path_calib, device=None) -> (GP, GL, LP, LL)``.
+PredictDdfs = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _pixel_ddf(
+    x: torch.Tensor,
+    shape: tuple[int, int],
+    s: torch.Tensor,
+    device: torch.device,
+    chunk: int,
+) -> np.ndarray:
+    """``(M, 3, H*W)`` float32 field ``(X S p - S p)[:3]`` over all pixels, chunk by chunk."""
+    h, w = shape
+    # p = (u, v, 0, 1): only columns 0, 1 and 3 of (X - I) S act; build them in float64 so that
+    # small motions lose no precision, then evaluate the affine field in float32.
+    m = ((x - torch.eye(4, dtype=x.dtype)) @ s)[:, :3][:, :, [0, 1, 3]]
+    m = m.to(device=device, dtype=torch.float32)
+    u = torch.arange(1, w + 1, dtype=torch.float32, device=device)
+    v = torch.arange(1, h + 1, dtype=torch.float32, device=device)
+    out = np.empty((x.shape[0], 3, h * w), dtype=np.float32)
+    for start in range(0, x.shape[0], chunk):
+        c = m[start : start + chunk]
+        field = c[:, :, 0, None, None] * u + (c[:, :, 1, None] * v + c[:, :, 2, None])[..., None]
+        out[start : start + len(c)] = field.reshape(len(c), 3, h * w).cpu().numpy()
+    return out
+
+
+def _landmark_ddf(x: torch.Tensor, landmarks: torch.Tensor, s: torch.Tensor, local: bool) -> np.ndarray:
+    """``(3, K)`` float32 displacement ``(X[f] S q - S q)[:3]`` at each landmark."""
+    q = landmark_points(landmarks, s)
+    f = landmarks[:, 0]
+    xs = x[f - 1] if local else x[f]
+    d = (xs @ q[:, :, None])[:, :3, 0] - q[:, :3]
+    return d.T.contiguous().numpy().astype(np.float32)
+
+
+def ddfs_from_poses(
+    global_poses,
+    shape: tuple[int, int],
+    scale,
+    landmarks=None,
+    device: str | torch.device | None = None,
+    chunk_frames: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four TUS-REC displacement fields of a sweep from its global poses.
+
+    Args:
+        global_poses: ``(N, 4, 4)`` ``G[i] = T_{0<-i}`` in corner-origin image mm, ``G[0] = I``
+            (numpy or torch); local poses are ``local_from_global(G)``.
+        shape: frame shape ``(H, W)``.
+        scale: ``(4, 4)`` pixel -> mm matrix ``S``.
+        landmarks: ``(K, 3)`` integers ``(f, u, v)``, ``f`` in ``1..N-1`` (0-based frame), ``u``
+            and ``v`` 1-based column and row; None gives ``(3, 0)`` landmark fields.
+        device: where the pixel fields are evaluated (default CUDA when available, else CPU).
+        chunk_frames: frames per chunk; default from ``max_bytes``.
+        max_bytes: target size of one chunk's float32 ``(chunk, 3, H*W)`` field on ``device``.
+
+    Returns:
+        ``(GP, GL, LP, LL)`` float32 numpy arrays of shapes ``(N-1, 3, H*W)``, ``(3, K)``,
+        ``(N-1, 3, H*W)``, ``(3, K)`` in mm, pixels in ``frame.reshape(-1)`` order.
+    """
+    g = as_global_poses(global_poses, "global_poses")
+    s = torch.as_tensor(np.asarray(scale, dtype=np.float64))
+    if s.shape != (4, 4):
+        raise ValueError(f"scale: expected the (4, 4) pixel->mm matrix S, got shape {tuple(s.shape)}")
+    h, w = int(shape[0]), int(shape[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"shape: expected (H, W) >= 1, got {tuple(shape)}")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if landmarks is None:
+        lm = torch.zeros((0, 3), dtype=torch.long)
+    else:
+        lm = as_landmarks(landmarks, len(g), (h, w))
+    if chunk_frames is None:
+        chunk = max(1, int(max_bytes) // (3 * h * w * 4))
+    elif int(chunk_frames) < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    else:
+        chunk = int(chunk_frames)
+    local = local_from_global(g)
+    logger.debug("ddfs_from_poses: %d frames of %dx%d, chunk %d on %s", g.shape[0], h, w, chunk, device)
+    gp = _pixel_ddf(g[1:], (h, w), s, device, chunk)
+    lp = _pixel_ddf(local, (h, w), s, device, chunk)
+    gl = _landmark_ddf(g, lm, s, local=False)
+    ll = _landmark_ddf(local, lm, s, local=True)
+    return gp, gl, lp, ll
+
+
+def make_predict_ddfs(
+    predictor: Predictor,
+    chunk_frames: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> PredictDdfs:
+    """Wrap a pose predictor into the challenge's ``predict_ddfs`` function.
+
+    Args:
+        predictor: ``predictor(frames, calibration, device) -> (N, 4, 4)`` global poses in
+            corner-origin image mm with ``G[0] = I`` (numpy or torch), from uint8 frames
+            ``(N, H, W)``, the scan's :class:`~dualtrack.data.calibration.Calibration` and the
+            device to run on. It is called under ``torch.inference_mode()``.
+        chunk_frames, max_bytes: chunking of the pixel fields (see :func:`ddfs_from_poses`).
+
+    Returns:
+        ``predict_ddfs(frames, landmark, data_path_calib, device=None) -> (GP, GL, LP, LL)``
+        (float32 numpy, shapes as in :func:`ddfs_from_poses`); ``device`` defaults to CUDA when
+        available (the 2024 harness does not pass one).
+
+    Example::
+
+        from dualtrack.evaluation.submission import make_predict_ddfs
+        predict_ddfs = make_predict_ddfs(my_predictor)   # in the challenge's predict_ddfs.py
+    """
+
+    def predict_ddfs(
+        frames: np.ndarray,
+        landmark: np.ndarray,
+        data_path_calib: str | os.PathLike,
+        device: str | torch.device | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        frames = np.asarray(frames)
+        if frames.ndim != 3 or frames.shape[0] < 2:
+            raise ValueError(f"predict_ddfs: frames must be (N >= 2, H, W), got shape {frames.shape}")
+        calib = read_calibration(data_path_calib)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(device)
+        with torch.inference_mode():
+            poses = predictor(frames, calib, device)
+        shape = tuple(poses.shape)
+        if shape != (frames.shape[0], 4, 4):
+            raise ValueError(
+                f"predict_ddfs: the predictor returned poses of shape {shape}, expected "
+                f"({frames.shape[0]}, 4, 4) global poses for {frames.shape[0]} frames"
+            )
+        return ddfs_from_poses(
+            poses, frames.shape[1:], calib.scale, landmark, device, chunk_frames, max_bytes
+        )
+
+    return predict_ddfs
