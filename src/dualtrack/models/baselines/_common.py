@@ -1,0 +1,187 @@
+"""Pieces shared by the baseline models: input checks, the correlation loss, frame-pair and
+video encoders, and a base class for "CNN features -> sequence model" baselines.
+
+Every encoder turns frames ``(B, T, H, W)`` in ``[0, 1]`` into one feature vector per
+*transition* ``i = 1..T-1`` (frame ``i`` relative to frame ``i-1``), shape ``(B, T-1, C)``, and
+states its ``halo``: the number of frames on each side of a transition's two frames that
+influence its features. :meth:`SequenceBaseline.predict_sweep` uses the halo to encode a long
+sweep in exact chunks before running the (whole-sequence) temporal model once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dualtrack.models.registry import TrajectoryModel
+from dualtrack.models.resnet import resnet18_2d, resnet18_3d
+
+__all__ = [
+    "check_frames",
+    "check_index",
+    "pearson_correlation_loss",
+    "PairEncoder",
+    "VideoEncoder",
+    "SequenceBaseline",
+    "build_encoder",
+]
+
+
+def check_frames(frames: torch.Tensor, model: str) -> None:
+    """Raise ``ValueError`` unless ``frames`` is ``(B, T, H, W)`` with ``T >= 2``."""
+    if frames.ndim != 4:
+        raise ValueError(f"{model}: frames must be (B, T, H, W), got shape {tuple(frames.shape)}")
+    if frames.shape[1] < 2:
+        raise ValueError(f"{model}: need at least 2 frames per sequence, got T={frames.shape[1]}")
+
+
+def check_index(index: torch.Tensor | None, frames: torch.Tensor, model: str) -> torch.Tensor:
+    """Return ``index`` ``(B, T)`` long (default ``arange(T)``), validating its shape."""
+    b, t = frames.shape[:2]
+    if index is None:
+        return torch.arange(t, device=frames.device).expand(b, t)
+    if index.shape != (b, t):
+        raise ValueError(f"{model}: index must have shape {(b, t)}, got {tuple(index.shape)}")
+    return index.to(device=frames.device, dtype=torch.long)
+
+
+def pearson_correlation_loss(
+    pred: torch.Tensor, target: torch.Tensor, dim: int | tuple[int, ...], min_var: float = 1e-8
+) -> torch.Tensor:
+    """Correlation loss ``1 - r`` of DCL-Net (Guo et al. 2020) and MoNet (Luo et al. 2022).
+
+    ``r`` is the Pearson correlation between ``pred`` and ``target`` computed along ``dim`` (the
+    "samples" axes) separately for every remaining position (e.g. every sequence and DoF);
+    the loss is the mean of ``1 - r`` over those positions. It is 0 for perfectly (positively,
+    affinely) correlated predictions, 1 for uncorrelated ones and 2 for perfectly
+    anti-correlated ones, and it ignores the scale/offset of ``pred`` (the MSE term handles
+    those). Positions whose target variance along ``dim`` is below ``min_var`` (a constant
+    target, e.g. a single sample) have no defined correlation and are skipped; if none is left
+    the loss is 0 (with a graph, so ``backward`` still works).
+
+    Args:
+        pred, target: tensors of equal shape, e.g. ``(B, T-1, 6)``.
+        dim: axis or axes along which the correlation is taken (e.g. ``1`` = over time).
+        min_var: minimum (mean squared deviation) target variance for a position to count.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    p = pred.float() - pred.float().mean(dim, keepdim=True)
+    t = target.float() - target.float().mean(dim, keepdim=True)
+    cov = (p * t).sum(dim)
+    n = p.numel() // max(1, cov.numel())  # samples per position
+    var_p = (p * p).sum(dim)
+    var_t = (t * t).sum(dim)
+    r = cov / torch.sqrt(var_p * var_t + 1e-12)
+    valid = var_t > min_var * n
+    if not bool(valid.any()):
+        return pred.float().sum() * 0.0
+    return (1.0 - r[valid]).mean()
+
+
+class PairEncoder(nn.Module):
+    """2D ResNet-18 on consecutive frame pairs stacked as 2 channels (Prevost et al. 2018 input).
+
+    ``(B, T, H, W) -> (B, T-1, C)``: transition ``i`` sees exactly frames ``i-1`` and ``i``.
+    """
+
+    halo = 0
+
+    def __init__(self, width: int = 64, layers: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+        super().__init__()
+        self.backbone = resnet18_2d(in_channels=2, width=width, layers=layers)
+        self.num_features = self.backbone.num_features
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, h, w = frames.shape
+        pairs = torch.stack([frames[:, :-1], frames[:, 1:]], dim=2).reshape(b * (t - 1), 2, h, w)
+        return self.backbone(pairs).reshape(b, t - 1, -1)
+
+
+class VideoEncoder(nn.Module):
+    """3D ResNet-18 with temporal stride 1 (one feature vector per frame); the first frame's
+    features are dropped so that feature ``i-1`` belongs to transition ``i``.
+
+    ``(B, T, H, W) -> (B, T-1, C)``; ``halo`` = the backbone's temporal receptive field.
+    """
+
+    def __init__(
+        self, width: int = 64, layers: tuple[int, ...] = (2, 2, 2, 2), small_window: bool = True
+    ) -> None:
+        super().__init__()
+        self.backbone = resnet18_3d(in_channels=1, width=width, layers=layers, small_window=small_window)
+        self.num_features = self.backbone.num_features
+        self.halo = self.backbone.temporal_receptive_field
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(frames.unsqueeze(1)).mean((-2, -1))  # (B, C, T)
+        return feats.transpose(1, 2)[:, 1:]
+
+
+def build_encoder(kind: str, width: int, layers: tuple[int, ...]) -> PairEncoder | VideoEncoder:
+    """``"pair2d"`` -> :class:`PairEncoder`, ``"video3d"`` -> small-window :class:`VideoEncoder`."""
+    if kind == "pair2d":
+        return PairEncoder(width=width, layers=layers)
+    if kind == "video3d":
+        return VideoEncoder(width=width, layers=layers, small_window=True)
+    raise ValueError(f"unknown encoder {kind!r}; expected 'pair2d' or 'video3d'")
+
+
+class SequenceBaseline(TrajectoryModel):
+    """Base of the "per-transition CNN features -> temporal model" baselines (MoNet, Hybrid
+    Transformer). Subclasses set ``self.encoder`` and implement :meth:`decode`.
+
+    ``temporal_receptive_field`` is ``None``: every output may depend on the whole sequence.
+    """
+
+    temporal_receptive_field = None
+    encoder: PairEncoder | VideoEncoder
+
+    def decode(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``feats (B, T-1, C)``, frame ``index (B, T)`` -> normalised 6-DoF ``(B, T-1, 6)``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        *,
+        index: torch.Tensor | None = None,
+        global_frames: torch.Tensor | None = None,
+        global_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(B, T, H, W)`` in ``[0, 1]`` -> ``(B, T-1, 6)``. ``global_*`` are ignored (no global branch)."""
+        check_frames(frames, self.model_name)
+        index = check_index(index, frames, self.model_name)
+        return self.decode(self.encoder(frames), index)
+
+    @torch.no_grad()
+    def predict_sweep(
+        self, frames: torch.Tensor, index: torch.Tensor | None = None, chunk_size: int = 256
+    ) -> torch.Tensor:
+        """Full-sweep inference with bounded CNN memory: identical to ``forward`` in eval mode.
+
+        The encoder runs on chunks of about ``chunk_size`` frames, each extended by the encoder's
+        halo (plus the previous frame of the first transition) so that every transition's
+        features are exact; the temporal model then runs once over all ``N-1`` features.
+
+        Args:
+            frames: ``(1, N, H, W)`` in ``[0, 1]``.
+            index: ``(1, N)`` frame indices (default ``arange(N)``).
+            chunk_size: transitions encoded per CNN pass (>= 1).
+        Returns:
+            ``(1, N-1, 6)`` normalised 6-DoF of ``T_{i-1<-i}``.
+        """
+        check_frames(frames, self.model_name)
+        if frames.shape[0] != 1:
+            raise ValueError(f"{self.model_name}: predict_sweep takes one sweep (1, N, H, W)")
+        index = check_index(index, frames, self.model_name)
+        n = frames.shape[1]
+        step = max(1, int(chunk_size))
+        halo = self.encoder.halo
+        feats = []
+        for a in range(1, n, step):  # transitions a .. b-1
+            b = min(a + step, n)
+            lo, hi = max(0, a - 1 - halo), min(n, b + halo)
+            chunk = self.encoder(frames[:, lo:hi])  # transitions lo+1 .. hi-1
+            feats.append(chunk[:, a - lo - 1 : b - lo - 1])
+        return self.decode(torch.cat(feats, dim=1), index)
