@@ -73,10 +73,8 @@ def pearson_correlation_loss(
     var_p = (p * p).sum(dim)
     var_t = (t * t).sum(dim)
     r = cov / torch.sqrt(var_p * var_t + 1e-12)
-    valid = var_t > min_var * n
-    if not bool(valid.any()):
-        return pred.float().sum() * 0.0
-    return (1.0 - r[valid]).mean()
+    valid = (var_t > min_var * n).float()
+    return ((1.0 - r) * valid).sum() / valid.sum().clamp_min(1.0)
 
 
 class PairEncoder(nn.Module):
