@@ -56,6 +56,8 @@ TRAIN_DIR = "frames_transfs"
 FRAMES_DIR = "frames"
 TRANSFS_DIR = "transfs"
 LANDMARK_DIRS = ("landmarks", "landmark")
+WRITE_BLOCK_BYTES = 64 << 20
+"""Frames are copied into new files in blocks of about this many bytes."""
 
 _ARMS = {"LH": "left arm", "RH": "right arm"}
 _ORIENTATIONS = {"Per": "probe perpendicular to the sweep", "Par": "probe parallel to the sweep"}
@@ -416,7 +418,7 @@ def _write_h5(
             ds = f.create_dataset(
                 "frames", shape=(n, h, w), dtype=np.uint8, chunks=(1, h, w), compression=compression
             )
-            block = max(1, (64 << 20) // max(1, h * w))
+            block = max(1, WRITE_BLOCK_BYTES // max(1, h * w))
             for a in range(0, n, block):
                 ds[a : a + block] = np.asarray(frames[a : a + block])
         if tforms is not None:
