@@ -9,6 +9,14 @@ from dualtrack.data.calibration import (
     read_calibration,
     write_calibration,
 )
+from dualtrack.data.splits import (
+    Splits,
+    load_splits,
+    make_splits,
+    save_splits,
+    tusrec_baseline_folds,
+    tusrec_baseline_splits,
+)
 from dualtrack.data.sweep import LazyFrames, Sweep
 from dualtrack.data.tusrec import (
     SCAN_NAMES_2024,
@@ -24,6 +32,7 @@ from dualtrack.data.tusrec import (
     write_landmarks,
     write_scan,
 )
+from dualtrack.data.verify import Issue, VerifyReport, verify_dataset
 
 __all__ = [
     "Calibration",
@@ -44,4 +53,13 @@ __all__ = [
     "write_scan",
     "write_landmarks",
     "write_dataset_keys",
+    "Splits",
+    "make_splits",
+    "save_splits",
+    "load_splits",
+    "tusrec_baseline_folds",
+    "tusrec_baseline_splits",
+    "Issue",
+    "VerifyReport",
+    "verify_dataset",
 ]
