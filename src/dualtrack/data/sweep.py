@@ -135,7 +135,7 @@ class LazyFrames:
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
 
-@dataclass
+@dataclass(eq=False)
 class Sweep:
     """One tracked (or untracked) ultrasound sweep.
 
