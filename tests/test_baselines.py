@@ -92,6 +92,8 @@ def test_two_frame_output_depends_only_on_its_pair(backbone: str) -> None:
     assert (a[:, 3:] - b[:, 3:]).abs().amax(-1).min() > 1e-6
     torch.testing.assert_close(alone[:, 0], a[:, 1], rtol=1e-4, atol=1e-4)
     assert model.temporal_receptive_field == 1
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict_sweep(frames, None, chunk_size=2), a, rtol=1e-4, atol=1e-4)
 
 
 def test_two_frame_rejects_unknown_backbone_and_bad_input() -> None:

@@ -3,7 +3,8 @@
 Two consecutive frames are stacked as the 2 input channels of a 2D CNN that regresses the 6-DoF
 motion between them. The model is applied independently to every consecutive pair of the input:
 output ``i`` (``T_{i-1<-i}``) depends on frames ``i-1`` and ``i`` only (``temporal_receptive_field
-= 1``), so a sweep is predicted by sliding over all pairs and chaining.
+= 1``), so a sweep is predicted by sliding over all pairs and chaining (:meth:`TwoFrameCNN.predict_sweep`
+does this in chunks of pairs to bound memory).
 
 Backbones (``backbone=``):
 
@@ -73,6 +74,24 @@ class TwoFrameCNN(TrajectoryModel):
         pairs = torch.stack([frames[:, :-1], frames[:, 1:]], dim=2).reshape(b * (t - 1), 2, h, w)
         out = self.head(self.dropout(self.backbone(pairs)))
         return out.reshape(b, t - 1, 6)
+
+    @torch.no_grad()
+    def predict_sweep(
+        self, frames: torch.Tensor, index: torch.Tensor | None = None, chunk_size: int = 256
+    ) -> torch.Tensor:
+        """Whole-sweep inference in chunks of ``chunk_size`` pairs (bounded memory), equal to ``forward``.
+
+        Args:
+            frames: ``(1, N, H, W)`` in ``[0, 1]``.
+            index: ignored (accepted for the common inference interface).
+            chunk_size: pairs per CNN pass (>= 1).
+        Returns:
+            ``(1, N-1, 6)`` normalised 6-DoF of ``T_{i-1<-i}``.
+        """
+        check_frames(frames, self.model_name)
+        n = frames.shape[1]
+        step = max(1, int(chunk_size))
+        return torch.cat([self(frames[:, a - 1 : min(a + step, n)]) for a in range(1, n, step)], dim=1)
 
 
 @register_model("two_frame_cnn")
