@@ -1,0 +1,128 @@
+"""Local encoder of DualTrack: 3D CNN -> per-frame attention pooling -> small temporal transformer.
+
+Pipeline for frames ``(B, T, H, W)`` in ``[0, 1]`` (full resolution, e.g. a 256 x 256 centre crop):
+
+1. :meth:`LocalEncoder.cnn_features`: :class:`~dualtrack.models.resnet.ResNet3d` (temporal stride 1)
+   -> one feature map per frame ``(B, T, C, H/16, W/16)``. Each frame's map depends only on frames
+   within ``temporal_receptive_field`` on either side, so long sweeps can run in chunks with a halo.
+2. :meth:`LocalEncoder.pool_features`: :class:`AttentionPool`, a small ViT per frame: ``p x p``
+   patches of the map -> ``local_dim`` tokens + 2D sinusoidal positions, a learned CLS token,
+   ``pool_layers`` pre-norm layers; the CLS output is the frame's token ``(B, T, local_dim)``.
+3. :meth:`LocalEncoder.temporal_tokens`: sinusoidal encoding of the true frame index added, then a
+   bidirectional transformer (``local_layers`` layers, ``local_heads`` heads, FFN ``local_ffn``)
+   over the frames -> ``(B, T, local_dim)``.
+
+Steps 1-2 (:meth:`LocalEncoder.frame_tokens`) are per frame up to the CNN's receptive field; step 3
+mixes the whole sequence. Paper sizes: 3D ResNet-18, hidden 64, FFN 32, 4 layers, 4 heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dualtrack.models.resnet import ResNet3d
+from dualtrack.models.transformer import TransformerEncoder, sinusoidal_encoding, sinusoidal_encoding_2d
+
+__all__ = ["AttentionPool", "LocalEncoder"]
+
+
+class AttentionPool(nn.Module):
+    """Attention pooling of one feature map into one token (a tiny ViT with a CLS token).
+
+    Args:
+        in_channels: channels ``C`` of the feature map.
+        dim: token width. depth / heads / ffn: transformer size. patch: patch size ``p`` on the map.
+        dropout: transformer dropout.
+
+    Shapes: ``(N, C, h, w) -> (N, dim)`` with ``h, w >= p`` (trailing rows/columns that do not fill a
+    patch are dropped).
+    """
+
+    def __init__(
+        self, in_channels: int, dim: int, depth: int, heads: int, ffn: int, patch: int, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"attention pooling width must be a multiple of 4 (2D positions), got {dim}")
+        self.patch = patch
+        self.embed = nn.Conv2d(in_channels, dim, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        self.encoder = TransformerEncoder(dim, depth, heads, ffn, dropout)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        if maps.shape[-1] < self.patch or maps.shape[-2] < self.patch:
+            raise ValueError(
+                f"feature map {tuple(maps.shape[-2:])} is smaller than the pooling patch {self.patch}; "
+                "use larger frames or a smaller pool_patch"
+            )
+        x = self.embed(maps)
+        h, w = x.shape[-2:]
+        tokens = x.flatten(2).transpose(1, 2) + sinusoidal_encoding_2d(h, w, x.shape[1], x.device).to(x.dtype)
+        tokens = torch.cat([self.cls.to(tokens.dtype).expand(len(tokens), -1, -1), tokens], 1)
+        return self.encoder(tokens)[:, 0]
+
+
+class LocalEncoder(nn.Module):
+    """3D CNN + attention pooling + temporal transformer (see the module docstring).
+
+    Args:
+        cnn_width / cnn_layers / temporal_kernel / small_window: the 3D ResNet
+            (:class:`~dualtrack.models.resnet.ResNet3d`).
+        local_dim: token width of pooling and temporal transformer. local_heads / local_ffn: their
+            heads and FFN width. pool_layers / local_layers: depths. pool_patch: patch size on the
+            CNN map. dropout: dropout of the temporal transformer (pooling uses none).
+    """
+
+    def __init__(
+        self,
+        *,
+        cnn_width: int = 64,
+        cnn_layers: Sequence[int] = (2, 2, 2, 2),
+        temporal_kernel: int = 3,
+        small_window: bool = False,
+        local_dim: int = 64,
+        local_heads: int = 4,
+        local_ffn: int = 32,
+        pool_layers: int = 4,
+        local_layers: int = 4,
+        pool_patch: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.cnn = ResNet3d(1, cnn_width, cnn_layers, temporal_kernel, small_window)
+        self.pool = AttentionPool(
+            self.cnn.num_features, local_dim, pool_layers, local_heads, local_ffn, pool_patch
+        )
+        self.temporal = TransformerEncoder(local_dim, local_layers, local_heads, local_ffn, dropout)
+        self.dim = local_dim
+
+    @property
+    def temporal_receptive_field(self) -> int:
+        """Frames each side that influence one frame's :meth:`frame_tokens` (the CNN's)."""
+        return self.cnn.temporal_receptive_field
+
+    def cnn_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W)`` frames in ``[0, 1]`` -> ``(B, T, C, H/16, W/16)`` CNN feature maps."""
+        return self.cnn(frames[:, None]).transpose(1, 2)
+
+    def pool_features(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C, h, w)`` maps -> ``(B, T, local_dim)`` per-frame tokens."""
+        b, t = maps.shape[:2]
+        return self.pool(maps.flatten(0, 1)).unflatten(0, (b, t))
+
+    def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W) -> (B, T, local_dim)``: CNN + pooling (chunkable with a halo)."""
+        return self.pool_features(self.cnn_features(frames))
+
+    def temporal_tokens(self, tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``(B, T, local_dim)`` frame tokens, ``(B, T)`` true frame indices -> ``(B, T, local_dim)``."""
+        pos = sinusoidal_encoding(index, self.dim).to(tokens.dtype)
+        return self.temporal(tokens + pos)
+
+    def forward(self, frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W)``, ``(B, T)`` -> ``(B, T, local_dim)`` contextualised local tokens."""
+        return self.temporal_tokens(self.frame_tokens(frames), index)
