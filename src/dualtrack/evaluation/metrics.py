@@ -492,7 +492,7 @@ def wilcoxon_table(
     table_b: Mapping[str, Mapping[str, float]],
     metrics: Sequence[str],
     alternative: str = "two-sided",
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | int]]:
     """Paired Wilcoxon signed-rank tests of two methods over the same scans.
 
     Args:
@@ -520,13 +520,13 @@ def wilcoxon_table(
     if not keys_a:
         raise ValueError("wilcoxon_table: the tables are empty")
     keys = sorted(keys_a)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | int]] = {}
     for metric in metrics:
         a = np.array([_value(table_a, k, metric, "A") for k in keys])
         b = np.array([_value(table_b, k, metric, "B") for k in keys])
         diff = a - b
         row = {
-            "n": float(len(keys)),
+            "n": len(keys),
             "mean_a": float(a.mean()),
             "mean_b": float(b.mean()),
             "median_diff": float(np.median(diff)),
