@@ -1,0 +1,198 @@
+"""Full-sweep inference: frames of one sweep -> local and global poses in TUS-REC image mm.
+
+:func:`predict_trajectory` runs the *whole* sweep through a registered model in one pass (no sliding
+windows, no averaging of overlapping predictions) while bounding memory:
+
+* The frames go to the device once, as uint8 (4x fewer bytes than float32), and are converted to
+  float ``[0, 1]`` there, chunk by chunk.
+* Models of the DualTrack family (methods ``encode_frames`` / ``forward_encoded`` and the attribute
+  ``temporal_receptive_field = r``) run their per-frame encoder (the local 3D CNN + pooling) on
+  chunks of ``chunk_size`` frames, each extended by ``r`` frames on both sides (the *halo*, clipped
+  at the sweep ends); only the chunk's own frames are kept. Because the encoder's temporal stride is 1
+  and its padding is zero padding, the result equals the unchunked one up to float round-off. The
+  sequence models (transformers, fusion) then see all ``N`` frames at once.
+* Models with a global branch (attribute ``global_stride = s``) get the **uncropped** frames
+  ``0, s, 2s, ...`` as global input (the model resizes them itself).
+* Other models: ``model.predict_sweep(frames (1, N, H, W), index (1, N), chunk_size=...)`` when
+  defined, otherwise one plain ``forward`` over the whole sweep.
+
+Local input crop rule (``crop=(h, w)``): a centre crop at full resolution, rows
+``y0 = (H - h) // 2 .. y0 + h``, columns ``x0 = (W - w) // 2 .. x0 + w``; no resizing. When ``H - h``
+and ``W - w`` are even (e.g. 256 x 256 out of 480 x 640) the crop's centre is the frame's centre, so
+the model's centre-origin poses need no correction. ``crop=None`` uses the whole frame. For
+``global_only`` models the frames *are* the global input: leave ``crop=None``.
+
+Outputs (:class:`TrajectoryPrediction`): the model's normalised outputs are denormalised
+(``target_mean``/``target_std``) to 6-DoF ``T_{i-1<-i}`` in centre-origin image mm, converted to
+corner-origin matrices with :func:`dualtrack.geometry.centre_to_corner` (centre of the full
+``H x W`` frame, the sweep's pixel spacing), and chained with :func:`dualtrack.geometry.chain_local`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dualtrack import geometry
+
+__all__ = ["TrajectoryPrediction", "predict_trajectory", "centre_crop_box", "encode_chunked"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrajectoryPrediction:
+    """Predicted trajectory of one sweep of ``N`` frames (float64 numpy arrays).
+
+    Attributes:
+        local: ``(N-1, 4, 4)``, row ``i-1`` = ``T_{i-1<-i}``, corner-origin image mm.
+        global_: ``(N, 4, 4)``, ``G[0] = I``, ``G[i] = T_{0<-i}``, corner-origin image mm
+            (``global`` is a Python keyword, hence the underscore).
+        params: ``(N-1, 6)`` denormalised network output ``(tx, ty, tz [mm], rx, ry, rz [deg])`` of
+            ``T_{i-1<-i}`` in **centre-origin** image mm (the network's own convention).
+    """
+
+    local: np.ndarray
+    global_: np.ndarray
+    params: np.ndarray
+
+
+def centre_crop_box(shape: tuple[int, int], crop: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    """``(y0, x0, h, w)`` of the centre crop of size ``crop = (h, w)`` in a frame of ``shape = (H, W)``.
+
+    ``crop=None`` returns the whole frame. Raises ``ValueError`` if the crop is larger than the frame.
+    """
+    height, width = shape
+    if crop is None:
+        return 0, 0, height, width
+    h, w = (int(c) for c in crop)
+    if not (0 < h <= height and 0 < w <= width):
+        raise ValueError(f"crop {(h, w)} does not fit in frames of shape {(height, width)}")
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 ``/ 255`` (on the tensor's device); float input is returned as float32."""
+    if frames.dtype == torch.uint8:
+        return frames.float().div_(255.0)
+    return frames.float()
+
+
+def encode_chunked(model: Any, frames: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Per-frame features ``model.encode_frames`` of a whole sweep, in chunks with a halo.
+
+    Args:
+        model: has ``encode_frames((1, T, H, W)) -> (1, T, D)`` and ``temporal_receptive_field``
+            (``r``, frames each side; ``None`` = the whole sweep in one chunk).
+        frames: ``(N, H, W)`` uint8 or float in ``[0, 1]``, already on the model's device.
+        chunk_size: frames kept per chunk; each chunk is encoded with ``r`` extra frames per side.
+
+    Returns:
+        ``(1, N, D)``, equal to ``model.encode_frames(frames[None])`` up to round-off (eval mode).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    n = frames.shape[0]
+    halo = model.temporal_receptive_field
+    if halo is None:
+        return model.encode_frames(_to_float(frames)[None])
+    outs = []
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        lo, hi = max(0, start - halo), min(n, stop + halo)
+        feats = model.encode_frames(_to_float(frames[lo:hi])[None])
+        outs.append(feats[:, start - lo : stop - lo])
+    return torch.cat(outs, 1)
+
+
+def _frames_and_spacing(sweep_or_frames: Any, spacing: tuple[float, float] | None) -> tuple[Any, tuple]:
+    if hasattr(sweep_or_frames, "frames") and hasattr(sweep_or_frames, "spacing"):
+        return sweep_or_frames.frames, tuple(spacing or sweep_or_frames.spacing)
+    if spacing is None:
+        raise ValueError(
+            "predict_trajectory: pass spacing=(sx, sy) in mm per pixel with a raw frame array "
+            "(a Sweep carries its own calibration)"
+        )
+    return sweep_or_frames, tuple(spacing)
+
+
+def predict_trajectory(
+    model: torch.nn.Module,
+    sweep_or_frames: Any,
+    *,
+    spacing: tuple[float, float] | None = None,
+    device: str | torch.device | None = None,
+    chunk_size: int = 64,
+    crop: tuple[int, int] | None = None,
+    amp: bool = False,
+) -> TrajectoryPrediction:
+    """Predict the trajectory of a whole sweep (see the module docstring for the method).
+
+    Args:
+        model: a registered :class:`~dualtrack.models.registry.TrajectoryModel`; it is moved to
+            ``device`` and run in eval mode (its previous train/eval mode is restored afterwards).
+        sweep_or_frames: a :class:`~dualtrack.data.sweep.Sweep`, or frames ``(N, H, W)`` (numpy or
+            torch; uint8, or float in ``[0, 1]``) together with ``spacing``.
+        spacing: ``(sx, sy)`` mm per pixel (overrides the sweep's own when given).
+        device: e.g. ``"cuda"``; default: CUDA when available, else CPU.
+        chunk_size: frames per chunk of the local CNN (larger = faster, more memory).
+        crop: centre crop ``(h, w)`` of the local input at full resolution, or ``None``.
+        amp: autocast (float16 on CUDA, bfloat16 on CPU).
+
+    Returns:
+        :class:`TrajectoryPrediction` with ``local (N-1, 4, 4)``, ``global_ (N, 4, 4)``,
+        ``params (N-1, 6)``.
+    """
+    frames, spacing = _frames_and_spacing(sweep_or_frames, spacing)
+    if not isinstance(frames, torch.Tensor):
+        frames = torch.from_numpy(np.ascontiguousarray(np.asarray(frames)))
+    if frames.ndim != 3 or frames.shape[0] < 2:
+        raise ValueError(f"predict_trajectory: need frames (N >= 2, H, W), got {tuple(frames.shape)}")
+    n, height, width = frames.shape
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    y0, x0, h, w = centre_crop_box((height, width), crop)
+
+    raw = frames.to(device)  # uint8 stays uint8 until here
+    local = raw[:, y0 : y0 + h, x0 : x0 + w]
+    index = torch.arange(n, device=device)[None]
+    was_training = model.training
+    model.to(device).eval()
+    autocast = (
+        torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+        if amp
+        else contextlib.nullcontext()
+    )
+    try:
+        with torch.inference_mode(), autocast:
+            if hasattr(model, "encode_frames") and hasattr(model, "forward_encoded"):
+                feats = encode_chunked(model, local, chunk_size)
+                extra = {}
+                stride = getattr(model, "global_stride", None)
+                if stride:
+                    extra = {
+                        "global_frames": _to_float(raw[::stride])[None],
+                        "global_index": index[:, ::stride],
+                    }
+                out = model.forward_encoded(feats, index=index, **extra)
+            elif hasattr(model, "predict_sweep"):
+                out = model.predict_sweep(_to_float(local)[None], index, chunk_size=chunk_size)
+            else:
+                out = model(_to_float(local)[None], index=index)
+            params = model.denormalise(out.float())[0]
+    finally:
+        model.train(was_training)
+    if tuple(params.shape) != (n - 1, 6):
+        raise RuntimeError(
+            f"model returned {tuple(params.shape)} poses for {n} frames, expected {(n - 1, 6)}"
+        )
+    params_np = params.double().cpu().numpy()
+    centre = geometry.image_centre_mm(spacing, (height, width))
+    local_poses = geometry.centre_to_corner(geometry.params_to_matrix(params_np), centre)
+    return TrajectoryPrediction(
+        local=local_poses, global_=geometry.chain_local(local_poses), params=params_np
+    )

@@ -1,0 +1,159 @@
+"""Full-sweep inference: chunked == unchunked for every tiny model, pose chaining and conventions,
+uint8 / Sweep / crop input paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dualtrack import geometry
+from dualtrack.data.sweep import Sweep
+from dualtrack.inference import centre_crop_box, encode_chunked, predict_trajectory
+from dualtrack.models import TrajectoryModel, create_model, list_models
+
+TINY = [name for name in list_models() if name.endswith("_tiny")]
+FAMILY = ["dualtrack_tiny", "local_only_tiny", "global_only_tiny", "coupled_tiny"]
+SPACING = (0.2, 0.25)
+
+
+def _frames(n: int = 30, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    """``(n, h, w)`` uint8: a smooth texture drifting by one pixel per frame, plus noise."""
+    rng = np.random.default_rng(seed)
+    tex = rng.random((h, w + n))
+    tex = (tex + np.roll(tex, 1, 0) + np.roll(tex, 1, 1) + np.roll(tex, (1, 1), (0, 1))) / 4
+    frames = np.stack([tex[:, i : i + w] for i in range(n)]) + 0.2 * rng.random((n, h, w))
+    return (255 * frames / frames.max()).astype(np.uint8)
+
+
+def _trained_state(model: TrajectoryModel, frames: np.ndarray) -> TrajectoryModel:
+    """BatchNorm statistics from ``frames`` and non-trivial output statistics, then eval mode.
+
+    Untrained running statistics make deep nets nearly constant in eval mode, which would hide
+    chunking errors."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(frames[:16]).float()[None] / 255)
+    model.set_target_stats(torch.tensor([0.1, -0.2, 0.3, 0.5, -0.4, 0.2]), torch.tensor([3.0, 2, 4, 5, 3, 4]))
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_chunked_inference_equals_unchunked(name: str) -> None:
+    frames = _frames()
+    model = _trained_state(create_model(name), frames)
+    with torch.no_grad():
+        full = model.denormalise(model(torch.from_numpy(frames).float()[None] / 255))[0].double().numpy()
+    assert np.abs(full).max() > 0.1  # outputs are far from trivial at this scale
+    for chunk in (1, 4, 13, 64):
+        pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=chunk)
+        assert pred.params.shape == (29, 6)
+        np.testing.assert_allclose(pred.params, full, rtol=1e-4, atol=1e-4, err_msg=f"chunk_size={chunk}")
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILY if n != "global_only_tiny"])
+def test_halo_is_needed_and_sufficient(name: str) -> None:
+    frames = _frames()
+    model = _trained_state(create_model(name), frames)
+    x = torch.from_numpy(frames)
+    r = model.temporal_receptive_field
+    assert r > 0
+    with torch.no_grad():
+        full = model.encode_frames(x[None].float() / 255)
+        exact = encode_chunked(model, x, 5)
+        model.temporal_receptive_field = r - 1
+        short = encode_chunked(model, x, 5)
+    assert torch.allclose(exact, full, atol=1e-5)
+    assert (short - full).abs().max() > 1e-4
+
+
+def test_global_poses_chain_the_local_poses() -> None:
+    frames = _frames(n=12)
+    model = _trained_state(create_model("dualtrack_tiny"), frames)
+    pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=5)
+    assert pred.local.shape == (11, 4, 4) and pred.global_.shape == (12, 4, 4)
+    np.testing.assert_allclose(pred.global_[0], np.eye(4), atol=1e-12)
+    for i in range(1, 12):
+        np.testing.assert_allclose(pred.global_[i], pred.global_[i - 1] @ pred.local[i - 1], atol=1e-9)
+    assert geometry.is_rigid(pred.global_).all()
+    centre = geometry.image_centre_mm(SPACING, (32, 32))
+    expected = geometry.centre_to_corner(geometry.params_to_matrix(pred.params), centre)
+    np.testing.assert_allclose(pred.local, expected, atol=1e-12)
+
+
+class _ConstantModel(TrajectoryModel):
+    """Predicts the same normalised output for every transition (no chunking interface)."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(value)
+
+    def forward(self, frames, *, index=None, global_frames=None, global_index=None) -> torch.Tensor:
+        b, t = frames.shape[:2]
+        return self.value.expand(b, t - 1, 6)
+
+
+def test_centre_origin_rotation_keeps_the_image_centre_fixed() -> None:
+    # 3 degrees about the image-plane normal through the image centre, in normalised units
+    model = _ConstantModel(torch.tensor([0.0, 0, 0, 0, 0, 1.5]))
+    model.set_target_stats(torch.zeros(6), torch.full((6,), 2.0))
+    frames = _frames(n=5, h=24, w=40)
+    pred = predict_trajectory(model, frames, spacing=SPACING)
+    np.testing.assert_allclose(pred.params[:, 5], 3.0)
+    centre = geometry.image_centre_mm(SPACING, (24, 40))
+    moved = geometry.transform_points(pred.global_, centre[None])[:, 0]
+    np.testing.assert_allclose(moved, np.broadcast_to(centre, moved.shape), atol=1e-9)
+    np.testing.assert_allclose(geometry.rotation_angle_deg(pred.global_[4]), 12.0, atol=1e-9)
+    corner = geometry.transform_points(pred.global_[1], np.zeros((1, 3)))[0]
+    assert np.linalg.norm(corner - centre) == pytest.approx(np.linalg.norm(centre))
+    assert np.linalg.norm(corner) > 0.1  # the corner origin itself moves
+
+
+def test_uint8_float_and_sweep_inputs_agree() -> None:
+    frames = _frames(n=10, h=32, w=40)
+    model = _trained_state(create_model("dualtrack_tiny"), frames)
+    from_uint8 = predict_trajectory(model, frames, spacing=SPACING, chunk_size=4)
+    from_float = predict_trajectory(model, torch.from_numpy(frames).float() / 255, spacing=SPACING)
+    np.testing.assert_allclose(from_uint8.params, from_float.params, atol=1e-5)
+    sweep = Sweep.from_arrays(frames)
+    from_sweep = predict_trajectory(model, sweep, chunk_size=4)
+    np.testing.assert_allclose(from_sweep.params, from_uint8.params, atol=1e-6)
+    centre = geometry.image_centre_mm(sweep.spacing, (32, 40))
+    expected = geometry.centre_to_corner(geometry.params_to_matrix(from_sweep.params), centre)
+    np.testing.assert_allclose(from_sweep.local, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="spacing"):
+        predict_trajectory(model, frames)
+
+
+def test_centre_crop_feeds_the_local_branch_and_full_frames_the_global_branch() -> None:
+    frames = _frames(n=9, h=40, w=48)
+    model = _trained_state(create_model("dualtrack_tiny"), frames)
+    assert centre_crop_box((40, 48), (32, 32)) == (4, 8, 32, 32)
+    assert centre_crop_box((40, 48), None) == (0, 0, 40, 48)
+    pred = predict_trajectory(model, frames, spacing=SPACING, crop=(32, 32), chunk_size=3)
+    x = torch.from_numpy(frames).float()[None] / 255
+    index = torch.arange(9)[None]
+    with torch.no_grad():
+        direct = model(x[:, :, 4:36, 8:40], index=index, global_frames=x[:, ::4], global_index=index[:, ::4])
+    np.testing.assert_allclose(pred.params, model.denormalise(direct)[0].double().numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="does not fit"):
+        predict_trajectory(model, frames, spacing=SPACING, crop=(64, 32))
+
+
+def test_amp_and_training_mode_restored() -> None:
+    frames = _frames(n=8)
+    model = _trained_state(create_model("local_only_tiny"), frames).train()
+    ref = predict_trajectory(model, frames, spacing=SPACING)
+    assert model.training
+    low = predict_trajectory(model, frames, spacing=SPACING, amp=True)
+    assert np.isfinite(low.params).all()
+    assert np.abs(low.params - ref.params).max() < 0.05 * np.abs(ref.params).max() + 1e-2
