@@ -125,6 +125,17 @@ def test_state_dict_round_trip(name: str) -> None:
     assert torch.equal(dst.target_std, torch.arange(1.0, 7.0))
 
 
+def test_list_models_cli_prints_parameter_counts(capsys) -> None:
+    from dualtrack.cli import main
+
+    assert main(["list-models", "--filter", "only_tiny"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["global_only_tiny", "local_only_tiny"]
+    n = sum(p.numel() for p in create_model("local_only_tiny").parameters())
+    assert lines[1].split()[1] == f"{n:,d}"
+    assert main(["list-models", "--filter", "no_such_model"]) == 1
+
+
 # ---------------------------------------------------------------- backbones
 
 
