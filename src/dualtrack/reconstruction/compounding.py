@@ -56,6 +56,7 @@ __all__ = [
     "VolumeTooLargeError",
     "GridSpec",
     "plan_grid",
+    "as_scale_matrix",
     "estimate_memory_bytes",
     "reconstruct_volume",
     "fill_holes_",
@@ -139,7 +140,8 @@ class GridSpec:
         return out
 
 
-def _scale_matrix(scale: Any) -> np.ndarray:
+def as_scale_matrix(scale: Any) -> np.ndarray:
+    """``(4, 4)`` pixel -> mm matrix ``S`` from ``S`` itself or a spacing ``(sx, sy)`` (mm/pixel)."""
     s = np.asarray(scale, dtype=np.float64)
     if s.shape == (4, 4):
         return s
@@ -195,7 +197,7 @@ def plan_grid(
     """
     if frame not in _FRAMES:
         raise ValueError(f"frame must be one of {_FRAMES}, got {frame!r}")
-    s_mat = _scale_matrix(scale)
+    s_mat = as_scale_matrix(scale)
     spacing = _spacing3(spacing_mm)
     corners = image_points(shape, s_mat, "corners")  # (4, 3) pixel centres of the corner pixels
     g = np.asarray(poses, dtype=np.float64)
@@ -247,10 +249,11 @@ def fill_holes_(data: torch.Tensor, known: torch.Tensor, max_distance: int) -> i
     """Fill empty voxels enclosed by data, in place, by iterated 3x3x3 neighbourhood means.
 
     A voxel is a candidate when it is empty and, along at least one grid axis, known voxels lie
-    within ``max_distance`` voxels on *both* sides (a gap between frames, not the outside of the
-    sweep). Candidates are filled layer by layer from the gap's border inward, each with the mean
-    of its already known neighbours, for at most ``max_distance`` iterations, so gaps up to
-    ``2 * max_distance`` voxels wide close completely.
+    within ``2 * max_distance`` voxels on *both* sides (a gap between frames, not the outside of
+    the sweep). Candidates are filled layer by layer from the gap's border inward, each with the
+    mean of its already known neighbours, for at most ``max_distance`` iterations: gaps up to
+    ``2 * max_distance`` voxels wide close completely, and no filled voxel is farther than
+    ``max_distance`` voxels from measured data.
 
     Args:
         data: ``(D, H, W)`` float32 volume; values of unknown voxels are ignored.
@@ -265,7 +268,8 @@ def fill_holes_(data: torch.Tensor, known: torch.Tensor, max_distance: int) -> i
     known_f = known.to(data.dtype)
     enclosed = torch.zeros_like(known)
     for dim in range(3):
-        enclosed |= _reach(known_f, max_distance, dim, True) & _reach(known_f, max_distance, dim, False)
+        reach = 2 * max_distance
+        enclosed |= _reach(known_f, reach, dim, True) & _reach(known_f, reach, dim, False)
     todo = enclosed & ~known
     del enclosed
     filled = 0
@@ -412,7 +416,7 @@ def reconstruct_volume(
         raise ValueError("poses contain NaN or infinite values")
     if n == 0:
         raise ValueError("the sweep has no frames")
-    s_mat = _scale_matrix(scale)
+    s_mat = as_scale_matrix(scale)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (h, w):
@@ -428,7 +432,7 @@ def reconstruct_volume(
         nvox / 1e6, est / 1e9,
     )
 
-    dev = torch.device(device)
+    dev = _device(device)
     ni, nj, nk = grid.size
     # pixel list (1-based u, v) after mask and subsampling
     vv, uu = np.meshgrid(np.arange(1, h + 1, pixel_step), np.arange(1, w + 1, pixel_step), indexing="ij")
@@ -484,6 +488,16 @@ def reconstruct_volume(
         direction=grid.direction.copy(),
         weight=wsum.reshape(nk, nj, ni).cpu().numpy(),
     )
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"invalid torch device {device!r} (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
 
 
 def _check_size(
