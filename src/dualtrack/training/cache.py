@@ -1,0 +1,133 @@
+"""Decoded frames cached at model resolution in one memory-mapped ``.npy`` file per scan.
+
+Reading a training clip from the TUS-REC ``.h5`` files means opening a file, decoding and
+resizing on every step; with many workers and GPUs this starves the GPU. The cache decodes each
+scan once, resizes it to the resolution the model consumes (``(h, w)``, bilinear with
+anti-aliasing) and stores it as ``uint8 (N, h, w)`` in ``<cache_dir>/<key>.npy``. Workers
+memory-map the files (the OS page cache shares them between processes), so a training step only
+copies the frames it uses.
+
+At native resolution, a contiguous uncompressed HDF5 frame dataset is memory-mapped in place
+(no copy is made); chunked or compressed files are decoded into the cache like resized ones.
+
+The key hashes the dataset folder (absolute path), the subject, the scan name, the frame count
+and the resolution, so a cache directory can be shared by several datasets and resolutions. Files
+are written atomically; delete the folder to rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dualtrack.data import LazyFrames, Sweep
+from dualtrack.utils import atomic_write
+
+__all__ = ["FrameCache", "resize_frames", "direct_map"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64
+
+
+def direct_map(frames: object) -> tuple[str, int, tuple[int, ...]] | None:
+    """``(file, byte offset, shape)`` when ``frames`` is a contiguous, uncompressed uint8 HDF5
+    dataset that can be memory-mapped in place, else ``None``."""
+    if not isinstance(frames, LazyFrames):
+        return None
+    with h5py.File(frames.path, "r") as f:
+        ds = f[frames.dataset]
+        if ds.chunks is not None or ds.compression is not None or ds.dtype != np.uint8:
+            return None
+        offset = ds.id.get_offset()
+        if offset is None:
+            return None
+        return str(frames.path), int(offset), tuple(int(x) for x in ds.shape)
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 frames ``(N, H, W)`` to ``(N, h, w)`` (bilinear, anti-aliased, uint8).
+
+    The resize maps the image extent onto itself (``align_corners=False``), so the image centre
+    stays the image centre and centre-origin image-mm coordinates are unchanged; only the pixel
+    spacing changes to ``(sx W / w, sy H / h)``.
+    """
+    frames = np.asarray(frames)
+    if tuple(frames.shape[1:]) == tuple(size):
+        return frames.astype(np.uint8, copy=False)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float()[:, None]
+    y = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return y[:, 0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+class FrameCache:
+    """Per-scan memory-mapped frame arrays at a fixed resolution.
+
+    Args:
+        cache_dir: folder of the ``.npy`` files (created on demand).
+        dataset_root: the dataset folder the sweeps come from (part of the key).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, dataset_root: str | os.PathLike) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.dataset_root = str(Path(dataset_root).resolve())
+        self._open: dict[Path, np.ndarray] = {}
+        self._direct: dict[Path, tuple[str, int, tuple[int, ...]]] = {}
+
+    def path(self, subject: str, name: str, num_frames: int, size: tuple[int, int]) -> Path:
+        """File of one scan at resolution ``size = (h, w)``."""
+        key = f"{self.dataset_root}|{subject}|{name}|{num_frames}|{size[0]}x{size[1]}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        return self.cache_dir / f"{subject}_{name}_{size[0]}x{size[1]}_{digest}.npy"
+
+    def build(self, sweep: Sweep, size: tuple[int, int]) -> Path:
+        """Decode and resize ``sweep`` into the cache unless present; returns the file."""
+        path = self.path(sweep.subject, sweep.name, sweep.num_frames, size)
+        if path.is_file() or path in self._direct:
+            return path
+        if tuple(size) == sweep.shape:
+            direct = direct_map(sweep.frames)
+            if direct is not None:
+                self._direct[path] = direct
+                return path
+        n = sweep.num_frames
+        with atomic_write(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *size))
+            for a in range(0, n, _CHUNK):
+                out[a : a + _CHUNK] = resize_frames(sweep.frames[a : min(a + _CHUNK, n)], size)
+            out.flush()
+            del out
+        log.debug("cached %s at %dx%d -> %s", sweep.key, size[0], size[1], path)
+        return path
+
+    def frames(self, subject: str, name: str, num_frames: int, size: tuple[int, int]) -> np.ndarray:
+        """Read-only memory map ``(N, h, w)`` uint8 of a cached scan (opened once per process).
+
+        Raises:
+            FileNotFoundError: the scan was not cached (call :meth:`build` first).
+        """
+        path = self.path(subject, name, num_frames, size)
+        arr = self._open.get(path)
+        if arr is None and path in self._direct:
+            file, offset, shape = self._direct[path]
+            arr = np.memmap(file, dtype=np.uint8, mode="r", offset=offset, shape=shape)
+            self._open[path] = arr
+        if arr is None:
+            if not path.is_file():
+                raise FileNotFoundError(f"frame cache {path} is missing; build the cache first")
+            arr = np.load(path, mmap_mode="r")
+            self._open[path] = arr
+        return arr
+
+    def __getstate__(self) -> dict:
+        # Memory maps are reopened in each worker process.
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        return state

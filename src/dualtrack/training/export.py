@@ -1,0 +1,168 @@
+"""Released weights: ``model.safetensors`` + ``config.json``, and one loader for every source.
+
+``dualtrack export RUN -o DIR`` writes::
+
+    DIR/model.safetensors   the model state (weights and buffers, incl. target_mean / target_std)
+    DIR/config.json         {"format", "model_name", "model_config", "target_mean", "target_std",
+                             "input": {"crop": [h, w] | null}, "source", "dualtrack_version"}
+
+``input.crop`` is the centre crop of the local input at inference
+(:func:`dualtrack.inference.predict_trajectory`'s ``crop``). :func:`load_model` accepts a run
+directory (``best.pt``, else ``last.pt``), a checkpoint file or an exported folder, rebuilds the
+registered architecture and loads the weights **strictly**: weights of another architecture or
+configuration are an error naming both, never a silent partial load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dualtrack import __version__
+from dualtrack.models import TrajectoryModel, create_model
+from dualtrack.training.checkpoint import read_checkpoint
+from dualtrack.training.runs import find_checkpoint
+from dualtrack.utils import atomic_write
+
+__all__ = ["LoadedModel", "read_weights", "read_input_spec", "export_model", "load_bundle", "load_model"]
+
+EXPORT_FORMAT = "dualtrack-export-1"
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from weights, with how to feed it.
+
+    Attributes:
+        model: the :class:`TrajectoryModel` (eval mode, CPU unless a device was given).
+        name: registry name. config: factory keyword arguments.
+        input: ``{"crop": [h, w] | None}``, the local-input centre crop used at inference.
+        source: the file or folder the weights came from.
+    """
+
+    model: TrajectoryModel
+    name: str
+    config: dict[str, Any]
+    input: dict[str, Any]
+    source: Path
+
+    @property
+    def crop(self) -> tuple[int, int] | None:
+        crop = self.input.get("crop")
+        return None if crop is None else (int(crop[0]), int(crop[1]))
+
+
+def _is_export(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def _read_export_config(folder: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{folder / 'config.json'}: unreadable export config ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT or "model_name" not in meta:
+        raise ValueError(
+            f"{folder / 'config.json'}: not a dualtrack export (format {EXPORT_FORMAT!r} expected)"
+        )
+    return meta
+
+
+def read_weights(source: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """``(model_name, model_config, state_dict)`` of a checkpoint file or an exported folder.
+
+    Raises:
+        FileNotFoundError / ValueError: missing or unreadable (the message names the path).
+    """
+    path = Path(source)
+    if _is_export(path):
+        meta = _read_export_config(path)
+        return (
+            meta["model_name"],
+            dict(meta.get("model_config", {})),
+            load_file(str(path / "model.safetensors")),
+        )
+    ckpt = read_checkpoint(path)
+    return ckpt["model_name"], dict(ckpt["model_config"]), ckpt["model"]
+
+
+def read_input_spec(source: str | os.PathLike) -> dict[str, Any]:
+    """The ``input`` entry (local crop) of a checkpoint or export."""
+    path = Path(source)
+    if _is_export(path):
+        return dict(_read_export_config(path).get("input", {}))
+    return dict(read_checkpoint(path).get("input") or {})
+
+
+def load_bundle(
+    path_or_run: str | os.PathLike, device: str | torch.device = "cpu", expected: str | None = None
+) -> LoadedModel:
+    """Rebuild and strictly load a model from a run directory, checkpoint or exported folder.
+
+    Args:
+        path_or_run: run directory, ``.pt`` checkpoint or export folder.
+        device: where to put the model.
+        expected: if given, the registry name the weights must belong to.
+
+    Raises:
+        FileNotFoundError / ValueError: nothing loadable at ``path_or_run``, an unknown model
+            name, another architecture than ``expected``, or weights that do not fit the
+            architecture (strict loading; the message names both sides).
+    """
+    source = find_checkpoint(path_or_run, "weights")
+    name, config, state = read_weights(source)
+    if expected is not None and name != expected:
+        raise ValueError(f"{source} holds a {name!r} model, expected {expected!r}")
+    try:
+        model = create_model(name, **config)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{source}: cannot rebuild model {name!r} ({config}): {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(
+            f"{source}: the weights do not fit model {name!r} ({config}): {' '.join(first[:3])[:400]}"
+        ) from None
+    model.to(device).eval()
+    return LoadedModel(
+        model=model, name=name, config=config, input=read_input_spec(source), source=Path(source)
+    )
+
+
+def load_model(path_or_run: str | os.PathLike, device: str | torch.device = "cpu") -> TrajectoryModel:
+    """The model of a run directory, checkpoint or exported folder (see :func:`load_bundle`)."""
+    return load_bundle(path_or_run, device).model
+
+
+def export_model(path_or_run: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` for a run (see the module docstring).
+
+    Returns:
+        the export folder.
+    """
+    bundle = load_bundle(path_or_run)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in bundle.model.state_dict().items()}
+    with atomic_write(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": EXPORT_FORMAT, "model_name": bundle.name})
+    meta = {
+        "format": EXPORT_FORMAT,
+        "model_name": bundle.name,
+        "model_config": bundle.config,
+        "target_mean": bundle.model.target_mean.tolist(),
+        "target_std": bundle.model.target_std.tolist(),
+        "input": bundle.input,
+        "source": str(bundle.source),
+        "dualtrack_version": __version__,
+    }
+    with atomic_write(out / "config.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
