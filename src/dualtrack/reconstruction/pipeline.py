@@ -151,6 +151,8 @@ def reconstruct_file(
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} exists; use --overwrite to replace it")
     scan_path = Path(scan_path)
+    if not scan_path.is_file():
+        raise FileNotFoundError(f"scan file not found: {scan_path}")
     traj = read_trajectory(poses_path) if poses_path is not None else None
 
     calib_file = Path(calib_path) if calib_path is not None else find_calibration(scan_path)
