@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dualtrack.geometry import image_points
 
@@ -213,11 +212,13 @@ def plan_grid(
 def estimate_memory_bytes(num_voxels: int, fill_holes: bool = True, out_dtype: str = "float32") -> int:
     """Peak bytes of the accumulators and post-processing for a grid of ``num_voxels``.
 
-    Counts the float32 sum (or running max) and weight accumulators, the known-voxel mask and,
-    with hole filling, its temporaries (float mask, reach masks, two pooled volumes); per-chunk
-    pixel buffers are bounded by ``chunk_frames`` and not included.
+    Counts the float32 sum (or running max) and weight accumulators, the known-voxel mask and a
+    normalisation temporary (13 bytes per voxel) and, with hole filling, its masks and box-sum
+    temporaries (23 more); per-chunk pixel buffers are bounded by ``chunk_frames`` and not
+    included. Measured on a 21 Mvox grid: 35 bytes per voxel with hole filling
+    (``benchmarks/bench_compounding.py``).
     """
-    per_voxel = 4 + 4 + 1 + (14 if fill_holes else 0) + (1 if out_dtype == "uint8" else 0)
+    per_voxel = 13 + (23 if fill_holes else 0) + (1 if out_dtype == "uint8" else 0)
     return int(num_voxels) * per_voxel
 
 
@@ -229,20 +230,48 @@ def _frames_chunk(frames: Any, start: int, stop: int, device: torch.device) -> t
     return chunk.to(device, non_blocking=True)
 
 
-def _box_mean(x: torch.Tensor) -> torch.Tensor:
-    return F.avg_pool3d(x[None, None], kernel_size=3, stride=1, padding=1)[0, 0]
+def _box_sum(x: torch.Tensor) -> torch.Tensor:
+    """3x3x3 box sum with zero padding, as three separable 1-D passes of shifted adds."""
+    for dim in range(3):
+        n = x.shape[dim]
+        out = x.clone()
+        out.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1))
+        out.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1))
+        x = out
+    return x
+
+
+def _shift_or(mask: torch.Tensor, step: int, dim: int, forward: bool) -> torch.Tensor:
+    """``mask | mask`` shifted by ``step`` voxels along ``dim`` (zero fill)."""
+    n = mask.shape[dim]
+    out = mask.clone()
+    if step < n:
+        if forward:  # out[x] |= mask[x + step]
+            out.narrow(dim, 0, n - step).logical_or_(mask.narrow(dim, step, n - step))
+        else:  # out[x] |= mask[x - step]
+            out.narrow(dim, step, n - step).logical_or_(mask.narrow(dim, 0, n - step))
+    return out
 
 
 def _reach(known: torch.Tensor, dist: int, dim: int, forward: bool) -> torch.Tensor:
-    """Whether a known voxel lies within ``1..dist`` voxels along ``dim`` (one direction)."""
+    """Whether a known voxel lies within ``1..dist`` voxels along ``dim`` (one direction).
+
+    Built by doubling: after shifting by 1, 1, 2, 4, ... the mask covers offsets ``1..2^k``;
+    a last shift completes ``1..dist``.
+    """
     n = known.shape[dim]
-    pad = [0, 0, 0, 0, 0, 0]
-    side = 2 * (2 - dim) + (1 if forward else 0)
-    pad[side] = dist
-    kernel = [1, 1, 1]
-    kernel[dim] = dist
-    pooled = F.max_pool3d(F.pad(known[None, None], pad), kernel_size=kernel, stride=1)[0, 0]
-    return pooled.narrow(dim, 1 if forward else 0, n) > 0
+    first = torch.zeros_like(known)
+    if forward:
+        first.narrow(dim, 0, n - 1).copy_(known.narrow(dim, 1, n - 1))
+    else:
+        first.narrow(dim, 1, n - 1).copy_(known.narrow(dim, 0, n - 1))
+    covered, out = 1, first
+    while 2 * covered <= dist:
+        out = _shift_or(out, covered, dim, forward)
+        covered *= 2
+    if covered < dist:
+        out = _shift_or(out, dist - covered, dim, forward)
+    return out
 
 
 def fill_holes_(data: torch.Tensor, known: torch.Tensor, max_distance: int) -> int:
@@ -265,25 +294,28 @@ def fill_holes_(data: torch.Tensor, known: torch.Tensor, max_distance: int) -> i
     """
     if max_distance < 1:
         return 0
-    known_f = known.to(data.dtype)
+    if min(known.shape) < 2:
+        return 0
     enclosed = torch.zeros_like(known)
     for dim in range(3):
         reach = 2 * max_distance
-        enclosed |= _reach(known_f, reach, dim, True) & _reach(known_f, reach, dim, False)
+        enclosed |= _reach(known, reach, dim, True) & _reach(known, reach, dim, False)
     todo = enclosed & ~known
     del enclosed
+    known_f = known.to(data.dtype)
     filled = 0
     data.mul_(known_f)
     for _ in range(max_distance):
         if not bool(todo.any()):
             break
-        den = _box_mean(known_f)
+        den = _box_sum(known_f)
         new = todo & (den > 0)
         if not bool(new.any()):
             break
-        num = _box_mean(data)
-        data[new] = num[new] / den[new]
-        known_f[new] = 1.0
+        num = _box_sum(data)
+        num.div_(den.clamp_(min=1.0))  # den is a neighbour count: >= 1 wherever it matters
+        torch.where(new, num, data, out=data)
+        known_f.masked_fill_(new, 1.0)
         todo &= ~new
         filled += int(new.sum())
         del den, num, new
@@ -422,10 +454,10 @@ def reconstruct_volume(
         if mask.shape != (h, w):
             raise ValueError(f"mask must have the frame shape {(h, w)}, got {mask.shape}")
 
-    grid = plan_grid(g, (h, w), s_mat, spacing_mm, frame)
+    limits = (max_voxels, memory_limit_gb, fill_holes, out_dtype)
+    grid = _check_size(g, (h, w), s_mat, spacing_mm, frame, limits)
     nvox = grid.num_voxels
     est = estimate_memory_bytes(nvox, fill_holes, out_dtype)
-    _check_size(grid, est, max_voxels, memory_limit_gb)
     log.info(
         "compounding %d frames %dx%d into %s voxels of %s mm (%.1f Mvox, ~%.2f GB)",
         n, h, w, "x".join(map(str, grid.size)), "/".join(f"{x:g}" for x in grid.spacing),
@@ -471,7 +503,7 @@ def reconstruct_volume(
 
     known = wsum > 0
     if compound == "mean":
-        acc.div_(torch.where(known, wsum, torch.ones_like(wsum)))
+        acc.div_(torch.where(known, wsum, 1.0))
     data = acc.reshape(nk, nj, ni)
     known = known.reshape(nk, nj, ni)
     if fill_holes:
@@ -501,26 +533,41 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def _check_size(
-    grid: GridSpec, est_bytes: int, max_voxels: int | None, memory_limit_gb: float | None
-) -> None:
-    nvox = grid.num_voxels
-    limit_vox = max_voxels
-    limit_bytes = None if memory_limit_gb is None else memory_limit_gb * 1e9
-    over = []
-    ratio = 1.0
-    if limit_vox is not None and nvox > limit_vox:
-        over.append(f"more than max_voxels={limit_vox}")
-        ratio = max(ratio, nvox / limit_vox)
-    if limit_bytes is not None and est_bytes > limit_bytes:
-        over.append(f"more than the memory limit of {memory_limit_gb:g} GB")
-        ratio = max(ratio, est_bytes / limit_bytes)
-    if not over:
-        return
-    coarse = float(grid.spacing.max()) * ratio ** (1.0 / 3.0)
-    suggest = math.ceil(coarse * 1.02 * 20) / 20
+    poses: np.ndarray,
+    shape: tuple[int, int],
+    s_mat: np.ndarray,
+    spacing_mm: float | Sequence[float],
+    frame: str,
+    limits: tuple[int | None, float | None, bool, str],
+) -> GridSpec:
+    """Plan the grid; raise :class:`VolumeTooLargeError` with a spacing that fits if it is too big."""
+    max_voxels, memory_limit_gb, fill_holes, out_dtype = limits
+
+    def over(g: GridSpec) -> list[str]:
+        reasons = []
+        if max_voxels is not None and g.num_voxels > max_voxels:
+            reasons.append(f"more than max_voxels={max_voxels}")
+        est = estimate_memory_bytes(g.num_voxels, fill_holes, out_dtype)
+        if memory_limit_gb is not None and est > memory_limit_gb * 1e9:
+            reasons.append(f"more than the memory limit of {memory_limit_gb:g} GB")
+        return reasons
+
+    grid = plan_grid(poses, shape, s_mat, spacing_mm, frame)
+    reasons = over(grid)
+    if not reasons:
+        return grid
+    # smallest spacing (in 0.01 mm steps, isotropic) whose grid fits, starting from the s^-3 guess
+    s0 = float(grid.spacing.max())
+    est = estimate_memory_bytes(grid.num_voxels, fill_holes, out_dtype)
+    ratio = max(
+        grid.num_voxels / max_voxels if max_voxels else 1.0,
+        est / (memory_limit_gb * 1e9) if memory_limit_gb else 1.0,
+    )
+    suggest = math.ceil(100 * s0 * ratio ** (1.0 / 3.0)) / 100
+    while over(plan_grid(poses, shape, s_mat, suggest, frame)):
+        suggest = math.ceil(100 * suggest * 1.02 + 1) / 100
     raise VolumeTooLargeError(
-        f"volume of {'x'.join(map(str, grid.size))} voxels ({nvox / 1e6:.1f} Mvox) at spacing "
-        f"{float(grid.spacing.max()):g} mm needs about {est_bytes / 1e9:.2f} GB, "
-        f"{' and '.join(over)}; use a spacing of at least {suggest:.2f} mm "
-        f"(or raise the limit, or use frame='obb' for a tighter box)"
+        f"volume of {'x'.join(map(str, grid.size))} voxels ({grid.num_voxels / 1e6:.3g} Mvox) at spacing "
+        f"{s0:g} mm needs about {est / 1e9:.3g} GB, {' and '.join(reasons)}; use a spacing of at least "
+        f"{suggest:.2f} mm (or raise the limit, or use frame='obb' for a tighter box)"
     )
