@@ -112,8 +112,8 @@ def prepare_run(
 
     A new run loads ``config`` (file or shipped name) with ``overrides``. ``resume`` reloads
     ``run_dir/config.yaml``; only ``runtime.*``, ``data.num_workers``, ``data.cache_dir`` and
-    ``data.root`` may then be overridden, and ``config``, when given, must resolve to the same
-    settings.
+    ``data.root`` may then be overridden (``runtime.stop_after_steps`` is reset), and ``config``,
+    when given, must resolve to the same settings.
 
     Raises:
         ConfigError: bad config, or a resume request without a resumable run directory.
@@ -145,7 +145,9 @@ def prepare_run(
             raise ConfigError(
                 f"--resume: {config} differs from {run_dir / 'config.yaml'} in {', '.join(diff)}"
             )
-    return config_from_dict(apply_overrides(config_to_dict(saved), list(overrides))), run_dir
+    data = config_to_dict(saved)
+    data["runtime"]["stop_after_steps"] = None  # a per-invocation limit, not a property of the run
+    return config_from_dict(apply_overrides(data, list(overrides))), run_dir
 
 
 def _splits(cfg: TrainConfig, dataset: TusRecDataset, run_dir: Path, resume: bool) -> Splits:
