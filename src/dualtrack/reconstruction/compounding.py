@@ -330,7 +330,8 @@ def _accumulate(
         acc.index_add_(0, lin, vals if wts is None else vals * wts)
     else:
         src = vals if wts is None else torch.where(wts > 0, vals, 0.0)
-        acc.scatter_reduce_(0, lin, src, reduce="amax", include_self=True)
+        # int64: the documented index type of scatter ops on every backend
+        acc.scatter_reduce_(0, lin.long(), src, reduce="amax", include_self=True)
     wsum.index_add_(0, lin, torch.ones_like(vals) if wts is None else wts)
 
 
