@@ -294,8 +294,6 @@ def fill_holes_(data: torch.Tensor, known: torch.Tensor, max_distance: int) -> i
     """
     if max_distance < 1:
         return 0
-    if min(known.shape) < 2:
-        return 0
     enclosed = torch.zeros_like(known)
     for dim in range(3):
         reach = 2 * max_distance
