@@ -23,6 +23,7 @@ __all__ = [
     "barrier",
     "all_reduce_mean",
     "broadcast_object",
+    "sync_buffers",
     "cleanup",
 ]
 
@@ -108,6 +109,14 @@ def broadcast_object(obj: object) -> object:
         dist.broadcast_object_list(box, src=0)
         return box[0]
     return obj
+
+
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics, which DDP keeps per process
+    between forwards) to every process (no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
 
 
 def cleanup() -> None:

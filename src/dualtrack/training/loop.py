@@ -84,6 +84,7 @@ class TrainResult:
         finished: all phases completed (``False`` when stopped by ``runtime.stop_after_steps``).
         best_gpe: lowest validation GPE (mm; ``inf`` without validation).
         last_val: the last validation's metrics (empty without validation).
+        model: the trained model (unwrapped, on the training device, last weights).
     """
 
     run_dir: Path
@@ -91,6 +92,7 @@ class TrainResult:
     finished: bool
     best_gpe: float
     last_val: dict[str, float] = field(default_factory=dict)
+    model: TrajectoryModel | None = None
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -336,6 +338,7 @@ class _Trainer:
             )
 
     def _validate(self, optimizer, scheduler, epoch: int, phase: Phase) -> None:
+        ddp.sync_buffers(self.model)
         if not self.val_scans:
             return
         crop = None if phase.sampling.mode == "subset" else self.input_spec["crop"]
@@ -366,8 +369,12 @@ class _Trainer:
     # -------------------------------------------------------------------------------- main
     def run(self) -> TrainResult:
         while self.state.phase < len(self.phases):
-            if not self._run_phase(self.phases[self.state.phase]):
-                return TrainResult(self.run_dir, self.state, False, self.state.best_gpe, self.last_val)
+            finished = self._run_phase(self.phases[self.state.phase])
+            ddp.sync_buffers(self.model)
+            if not finished:
+                return TrainResult(
+                    self.run_dir, self.state, False, self.state.best_gpe, self.last_val, self.model
+                )
             self.state.phase += 1
             self.state.epoch = 0
             self.state.batches_done = 0
@@ -380,7 +387,7 @@ class _Trainer:
             self.run_dir,
             self.state.best_gpe,
         )
-        return TrainResult(self.run_dir, self.state, True, self.state.best_gpe, self.last_val)
+        return TrainResult(self.run_dir, self.state, True, self.state.best_gpe, self.last_val, self.model)
 
     def _run_phase(self, phase: Phase) -> bool:
         """Train one phase from the current counters; ``False`` when stopped early."""
