@@ -630,7 +630,8 @@ class HomogeneousPhantom(BrickPhantom):
         self.lo = torch.tensor(lo, dtype=torch.float32, device=self.device)
         self.hi = torch.tensor(hi, dtype=torch.float32, device=self.device)
 
-    def scatter_sigma(self, p: torch.Tensor) -> torch.Tensor:
+    def scatter_sigma(self, p: torch.Tensor, brick_centres: torch.Tensor | None = None,
+                      brick_of_point: torch.Tensor | None = None) -> torch.Tensor:
         inside = ((p >= self.lo) & (p <= self.hi)).all(1)
         return inside.to(torch.float32)
 

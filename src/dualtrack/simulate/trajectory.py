@@ -16,7 +16,7 @@ TUS-REC 2024 scans ``{LH|RH}_{Per|Par}_{L|C|S}_{DtP|PtD}``:
   "Par": the lateral axis follows it. Yaw therefore follows C and S paths;
 * hand motion: smooth random rocking (about the lateral axis), fanning (about the elevational
   axis) and yaw, a few degrees, time scale 1-3 s; contact-pressure offset; tremor as a sum of
-  random sinusoids at 6-12 Hz (0.02-0.1 mm, 0.05-0.2 deg RMS), sampled at the frame times
+  random sinusoids at 6-12 Hz (0.02-0.06 mm, 0.03-0.1 deg RMS), sampled at the frame times
   (aliased, as on a real scanner).
 
 TUS-REC 2025-like rotation scans ``{LH|RH}_rotation``: a fixed contact point near the elbow;
@@ -116,8 +116,8 @@ def _hand_motion(
         ],
         1,
     )
-    ang = ang + np.deg2rad(_tremor(rng, t, rng.uniform(0.05, 0.2)))
-    trans = _tremor(rng, t, rng.uniform(0.02, 0.1))
+    ang = ang + np.deg2rad(_tremor(rng, t, rng.uniform(0.03, 0.1)))
+    trans = _tremor(rng, t, rng.uniform(0.02, 0.06))
     trans[:, 1] += pressure_mm * rng.uniform(0.3, 1.0) * _spline_noise(rng, t, rng.uniform(1.0, 3.0))
     rot = rotation_matrix(0, ang[:, 0]) @ rotation_matrix(2, ang[:, 2]) @ rotation_matrix(1, ang[:, 1])
     return rot, trans
@@ -211,7 +211,7 @@ def make_trajectory(
         lo = 0.07 * length + 0.5 * travel_x
         x_mid = rng.uniform(lo, length - lo) if lo < length - lo else 0.5 * length
         sign = -1.0 if spec.direction == "DtP" else 1.0
-        scale = min(1.0, travel / 167.0)
+        scale = min(1.0, travel / 167.0) ** 2  # short sweeps keep the full-length path curvature
         amp = {"L": rng.uniform(-3, 3), "C": rng.uniform(8, 20), "S": rng.uniform(8, 15)}[spec.shape] * scale
         amp *= rng.choice([-1.0, 1.0])
         xi = np.linspace(0.0, 1.0, 2001)
