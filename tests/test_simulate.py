@@ -107,7 +107,9 @@ def test_trajectory_statistics():
 def test_speckle_statistics_homogeneous():
     pr = get_preset("tiny")
     imaging = dataclasses.replace(pr.imaging, noise_db=None, tgc_factor=0.0)
-    density = 20.0 / (imaging.fwhm_axial_mm * np.mean(imaging.fwhm_lateral_mm) * imaging.fwhm_elevation_focus_mm)
+    density = 20.0 / (
+        imaging.fwhm_axial_mm * np.mean(imaging.fwhm_lateral_mm) * imaging.fwhm_elevation_focus_mm
+    )
     phantom = HomogeneousPhantom(5, ScatterSpec(density, brick_mm=3.0))
     renderer = BModeRenderer(pr, imaging, density_per_mm3=density)
     poses = np.tile(np.eye(4), (3, 1, 1))
@@ -152,8 +154,25 @@ def test_dataset_round_trip_and_resume(tmp_path):
 def test_test_layout_and_cli(tmp_path):
     out = tmp_path / "val"
     rc = cli_main(
-        ["simulate", str(out), "--subjects", "1", "--first-subject", "50", "--preset", "tiny",
-         "--protocol", "2025", "--scans", "LH_rotation", "--frames", "5", "--layout", "test", "--no-progress"]
+        [
+            "simulate",
+            str(out),
+            "--subjects",
+            "1",
+            "--first-subject",
+            "50",
+            "--preset",
+            "tiny",
+            "--protocol",
+            "2025",
+            "--scans",
+            "LH_rotation",
+            "--frames",
+            "5",
+            "--layout",
+            "test",
+            "--no-progress",
+        ]
     )
     assert rc == 0
     assert os.path.isfile(out / "frames" / "050" / "LH_rotation.h5")
