@@ -373,9 +373,24 @@ def dump_config(cfg: TrainConfig) -> str:
 
 
 def shipped_configs() -> list[str]:
-    """Names of the configs shipped in ``dualtrack/configs`` (without ``.yaml``)."""
+    """Names of the training configs shipped in ``dualtrack/configs`` (without ``.yaml``).
+
+    Other YAML files of that folder (e.g. benchmark definitions) are not listed: a training
+    config has only the sections of :class:`TrainConfig` (and ``extends``).
+    """
     root = resources.files("dualtrack") / "configs"
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+    valid = {f.name for f in dataclasses.fields(TrainConfig)} | {"extends"}
+    names = []
+    for p in root.iterdir():
+        if not p.name.endswith(".yaml"):
+            continue
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict) and set(data) <= valid:
+            names.append(p.name[: -len(".yaml")])
+    return sorted(names)
 
 
 def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
