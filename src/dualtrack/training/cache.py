@@ -7,8 +7,10 @@ anti-aliasing) and stores it as ``uint8 (N, h, w)`` in ``<cache_dir>/<key>.npy``
 memory-map the files (the OS page cache shares them between processes), so a training step only
 copies the frames it uses.
 
-At native resolution, a contiguous uncompressed HDF5 frame dataset is memory-mapped in place
-(no copy is made); chunked or compressed files are decoded into the cache like resized ones.
+At native resolution, an uncompressed HDF5 frame dataset stored contiguously or one frame per
+chunk (as :func:`dualtrack.data.write_scan` and the simulator write it) is memory-mapped in place
+(no copy is made); other layouts and compressed files are decoded into the cache like resized
+ones.
 
 The key hashes the dataset folder (absolute path), the subject, the scan name, the frame count
 and the resolution, so a cache directory can be shared by several datasets and resolutions. Files
@@ -30,26 +32,73 @@ import torch.nn.functional as F
 from dualtrack.data import LazyFrames, Sweep
 from dualtrack.utils import atomic_write
 
-__all__ = ["FrameCache", "resize_frames", "direct_map"]
+__all__ = ["FrameCache", "ChunkedFrames", "resize_frames", "direct_map"]
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64
 
 
-def direct_map(frames: object) -> tuple[str, int, tuple[int, ...]] | None:
-    """``(file, byte offset, shape)`` when ``frames`` is a contiguous, uncompressed uint8 HDF5
-    dataset that can be memory-mapped in place, else ``None``."""
+class ChunkedFrames:
+    """Read-only view of an uncompressed HDF5 frame dataset (contiguous or one frame per chunk).
+
+    Frames are read straight from a memory map of the file at each chunk's byte offset: no HDF5
+    call per step and no copy of the dataset on disk. Supports ``len``, ``.shape``, slices and
+    integer index arrays like an ``(N, H, W)`` array.
+
+    Args:
+        path: the ``.h5`` file. offsets: ``(N,)`` byte offset of each frame in the file.
+        shape: ``(N, H, W)``.
+    """
+
+    def __init__(self, path: str, offsets: np.ndarray, shape: tuple[int, int, int]) -> None:
+        self.path = path
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.shape = tuple(shape)
+        self._mm: np.memmap | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if self._mm is None:
+            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        idx = np.arange(self.shape[0])[key]
+        size = self.shape[1] * self.shape[2]
+        out = np.empty((len(idx), *self.shape[1:]), dtype=np.uint8)
+        for k, i in enumerate(idx):
+            off = self.offsets[i]
+            out[k] = self._mm[off : off + size].reshape(self.shape[1:])
+        return out
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_mm": None}
+
+
+def direct_map(frames: object) -> ChunkedFrames | None:
+    """A zero-copy :class:`ChunkedFrames` view of ``frames`` when it is an uncompressed uint8 HDF5
+    dataset stored contiguously or one frame per chunk, else ``None``."""
     if not isinstance(frames, LazyFrames):
         return None
     with h5py.File(frames.path, "r") as f:
         ds = f[frames.dataset]
-        if ds.chunks is not None or ds.compression is not None or ds.dtype != np.uint8:
+        if ds.compression is not None or ds._filters or ds.dtype != np.uint8 or ds.ndim != 3:
             return None
-        offset = ds.id.get_offset()
-        if offset is None:
+        shape = tuple(int(x) for x in ds.shape)
+        if ds.chunks is None:
+            offset = ds.id.get_offset()
+            if offset is None:
+                return None
+            return ChunkedFrames(str(frames.path), offset + np.arange(shape[0]) * shape[1] * shape[2], shape)
+        if tuple(ds.chunks) != (1, *shape[1:]) or ds.id.get_num_chunks() != shape[0]:
             return None
-        return str(frames.path), int(offset), tuple(int(x) for x in ds.shape)
+        offsets = np.empty(shape[0], dtype=np.int64)
+        for k in range(shape[0]):
+            info = ds.id.get_chunk_info(k)
+            if info.size != shape[1] * shape[2] or info.filter_mask:
+                return None
+            offsets[info.chunk_offset[0]] = info.byte_offset
+        return ChunkedFrames(str(frames.path), offsets, shape)
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -79,7 +128,7 @@ class FrameCache:
         self.cache_dir = Path(cache_dir)
         self.dataset_root = str(Path(dataset_root).resolve())
         self._open: dict[Path, np.ndarray] = {}
-        self._direct: dict[Path, tuple[str, int, tuple[int, ...]]] = {}
+        self._direct: dict[Path, ChunkedFrames] = {}
 
     def path(self, subject: str, name: str, num_frames: int, size: tuple[int, int]) -> Path:
         """File of one scan at resolution ``size = (h, w)``."""
@@ -107,18 +156,18 @@ class FrameCache:
         log.debug("cached %s at %dx%d -> %s", sweep.key, size[0], size[1], path)
         return path
 
-    def frames(self, subject: str, name: str, num_frames: int, size: tuple[int, int]) -> np.ndarray:
+    def frames(
+        self, subject: str, name: str, num_frames: int, size: tuple[int, int]
+    ) -> np.ndarray | ChunkedFrames:
         """Read-only memory map ``(N, h, w)`` uint8 of a cached scan (opened once per process).
 
         Raises:
             FileNotFoundError: the scan was not cached (call :meth:`build` first).
         """
         path = self.path(subject, name, num_frames, size)
-        arr = self._open.get(path)
-        if arr is None and path in self._direct:
-            file, offset, shape = self._direct[path]
-            arr = np.memmap(file, dtype=np.uint8, mode="r", offset=offset, shape=shape)
-            self._open[path] = arr
+        arr = self._direct.get(path)
+        if arr is None:
+            arr = self._open.get(path)
         if arr is None:
             if not path.is_file():
                 raise FileNotFoundError(f"frame cache {path} is missing; build the cache first")
