@@ -1,0 +1,1223 @@
+"""``dualtrack benchmark``: the paper's comparison table (Table 1, Fig. 3a) on our own data.
+
+A benchmark is one YAML file (:class:`BenchmarkConfig`): a dataset (a folder, or a recipe that
+simulates it), one subject-level split, a list of models, and evaluation options.
+:func:`run_benchmark`
+
+1. simulates the dataset when asked (resumable) and fixes the split in ``<out>/splits.json``;
+2. trains every model's stages in dependency order, each in ``<runs_dir>/<model>/<stage>``
+   (default ``runs_dir = <out>/runs``) with :func:`dualtrack.training.train`, always on the same
+   ``data.root`` and ``data.splits``. A stage whose run directory holds a **finished** checkpoint of
+   the same settings is reused, an interrupted one is resumed (``last.pt``), others are trained.
+   Settings that differ from a reused run's ``config.yaml`` are an error, never silently mixed;
+3. evaluates every model on the same held-out scans with
+   :func:`dualtrack.evaluation.evaluate.evaluate_model` (5-point GPE / LPE, FDR, max drift and the
+   TUS-REC all-pixel / landmark errors with the normalised score);
+4. writes the table in the paper's form, per-scan CSVs, box plots, paired Wilcoxon tests of the
+   reference model (DualTrack) against each other model, the global-branch check
+   (:mod:`dualtrack.evaluation.global_check`), a markdown summary and an HTML page.
+
+Model entries take exactly one weights source: ``stages`` (a chain of training stages, e.g.
+DualTrack = ``local`` -> ``global`` -> ``fusion``), ``reuse`` (another model's stage, e.g. the
+``local_only`` ablation *is* DualTrack's trained local encoder, as in the paper), or ``run_dir`` (an
+existing run directory, checkpoint or exported folder). Stage references (``local_from``,
+``global_from``, ``init_from``) name a stage of the same model (``local``), a stage of another
+model (``dualtrack.local``) or a model (its final stage).
+
+Output folder::
+
+    table.md  table.csv  per_scan/<model>.csv  boxplots_<metric>.png  wilcoxon.csv
+    global_check.csv  summary.md  report.html  splits.json  benchmark.json  runs/
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from dualtrack import __version__
+from dualtrack.data import TusRecDataset
+from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
+from dualtrack.evaluation.evaluate import compare, evaluate_model
+from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check, has_global_branch
+from dualtrack.training.config import ConfigError, TrainConfig, _coerce, config_to_dict, load_config
+from dualtrack.utils import atomic_write
+
+__all__ = [
+    "SimulateSpec",
+    "DataSpec",
+    "StageSpec",
+    "ModelSpec",
+    "GlobalCheckSpec",
+    "EvaluationSpec",
+    "BenchmarkConfig",
+    "StageJob",
+    "BenchmarkPlan",
+    "BenchmarkResult",
+    "TABLE_COLUMNS",
+    "load_benchmark_config",
+    "benchmark_config_from_dict",
+    "shipped_benchmarks",
+    "plan_benchmark",
+    "run_benchmark",
+    "stage_state",
+    "format_paper_table",
+]
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_RESUMABLE_KEYS = ("runtime.", "data.num_workers", "data.cache_dir", "data.root", "data.splits")
+"""Settings that may differ between a reused run and the benchmark (the split is compared by content)."""
+_CHAIN_KEYS = ("stage.local_from", "stage.global_from", "stage.init_from")
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class SimulateSpec:
+    """Recipe of a simulated dataset (:func:`dualtrack.simulate.simulate_dataset`, train layout).
+
+    Attributes:
+        preset: simulator preset (``tiny``, ``small``, ``tusrec``).
+        subjects: number of subjects (``000 .. subjects-1``).
+        protocol: ``"2024"`` (24 scans a subject), ``"2025"`` (2 rotation scans) or ``"both"``.
+        scans: restrict to these scan names (``null`` = all of the protocol).
+        num_frames: frames per scan (``null`` = the preset's).
+        seed: dataset seed.
+        device: rendering device (``cpu``, ``cuda``).
+    """
+
+    preset: str = "tiny"
+    subjects: int = 46
+    protocol: int | str = "2024"
+    scans: list[str] | None = None
+    num_frames: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class DataSpec:
+    """Dataset and split shared by every model.
+
+    Attributes:
+        root: dataset folder (TUS-REC layout). With ``simulate`` it is where the data are written
+            (default ``<out>/data``).
+        simulate: simulate the dataset first (skipped scan by scan when already on disk).
+        splits: a split file (:mod:`dualtrack.data.splits`); ``null`` = a random subject split with
+            ``val`` / ``test`` subjects (counts, or fractions when < 1) and ``split_seed``.
+        val, test: held-out subjects (int count or float fraction) when ``splits`` is ``null``.
+        split_seed: seed of that split.
+    """
+
+    root: str = ""
+    simulate: SimulateSpec | None = None
+    splits: str | None = None
+    val: int | float = 3
+    test: int | float = 3
+    split_seed: int = 0
+
+
+@dataclass
+class StageSpec:
+    """One training stage of a model.
+
+    Attributes:
+        name: stage id (``local``, ``global``, ``fusion``, ...); the run is ``<runs_dir>/<model>/<name>``.
+        config: training config (shipped name such as ``local`` or a YAML path).
+        overrides: ``key=value`` training overrides of this stage.
+        local_from, global_from, init_from: references to earlier runs (``stage``, ``model.stage`` or
+            ``model``), set as ``stage.local_from`` etc.; unset ones are cleared, so a benchmark never
+            picks up a run from outside itself by accident.
+    """
+
+    name: str = ""
+    config: str = ""
+    overrides: list[str] = field(default_factory=list)
+    local_from: str | None = None
+    global_from: str | None = None
+    init_from: str | None = None
+
+
+@dataclass
+class ModelSpec:
+    """A row of the table.
+
+    Attributes:
+        name: id used for files and references (letters, digits, ``_``, ``-``).
+        label: name shown in the table (default ``name``).
+        stages: training stages, in order (the last one gives the model).
+        reuse: ``model.stage`` or ``model`` whose run is this model (no training of its own).
+        run_dir: an existing run directory, checkpoint or exported folder (no training).
+        overrides: ``key=value`` training overrides applied to every stage of this model.
+        comparison: show the model in the baseline-comparison block.
+        ablation: ``[local, global, dual_encoder]`` marks of the ablation block (``null`` = not in it).
+    """
+
+    name: str = ""
+    label: str | None = None
+    stages: list[StageSpec] = field(default_factory=list)
+    reuse: str | None = None
+    run_dir: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    comparison: bool = True
+    ablation: list[bool] | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class GlobalCheckSpec:
+    """The global-branch check (:mod:`dualtrack.evaluation.global_check`).
+
+    Attributes:
+        enabled: run it.
+        models: models to check (``null`` = every model with a separate global branch).
+        modes: replacements of the global input (``zeros``, ``noise``, ``other_sweep``, ``shuffle``).
+        seed: seed of ``noise`` / ``shuffle``.
+    """
+
+    enabled: bool = True
+    models: list[str] | None = None
+    modes: list[str] = field(default_factory=lambda: list(GLOBAL_MODES))
+    seed: int = 0
+
+
+@dataclass
+class EvaluationSpec:
+    """How the models are evaluated.
+
+    Attributes:
+        split: held-out subjects to evaluate on (``test`` or ``val``).
+        reference: model tested against every other one (paired Wilcoxon); ``null`` = no tests.
+        tusrec: also compute the all-pixel TUS-REC errors and the normalised score.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+        chunk_size: frames per chunk of the local CNN at inference.
+        amp: autocast at inference.
+        max_scans: evaluate at most this many scans, spread evenly (``null`` = all).
+        boxplots: metrics with a box plot of their per-scan distribution.
+        global_check: the global-branch check.
+    """
+
+    split: Literal["test", "val"] = "test"
+    reference: str | None = "dualtrack"
+    tusrec: bool = True
+    device: str = "auto"
+    chunk_size: int = 64
+    amp: bool = False
+    max_scans: int | None = None
+    boxplots: list[str] = field(default_factory=lambda: ["GPE", "LPE", "FDR", "max_drift"])
+    global_check: GlobalCheckSpec = field(default_factory=GlobalCheckSpec)
+
+
+@dataclass
+class BenchmarkConfig:
+    """A complete benchmark (see the module docstring).
+
+    Attributes:
+        name: benchmark id (default output folder ``benchmark_output/<name>``).
+        title: heading of the table and the reports.
+        output: output folder (``""`` = ``benchmark_output/<name>``).
+        runs_dir: where the training runs live (``null`` = ``<output>/runs``).
+        epoch_scale: multiplies every stage's epochs and warm-up (``0.01`` for a quick run); at
+            least one epoch is kept.
+        train_overrides: ``key=value`` training overrides for every stage (e.g. ``runtime.device=cuda``).
+        data: dataset and split.
+        models: the models, in table order.
+        evaluation: evaluation options.
+    """
+
+    name: str = "benchmark"
+    title: str = "Sensorless freehand 3D ultrasound: comparison and ablation"
+    output: str = ""
+    runs_dir: str | None = None
+    epoch_scale: float = 1.0
+    train_overrides: list[str] = field(default_factory=list)
+    data: DataSpec = field(default_factory=DataSpec)
+    models: list[ModelSpec] = field(default_factory=list)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output or f"benchmark_output/{self.name}")
+
+
+def shipped_benchmarks() -> list[str]:
+    """Names of the benchmark configs shipped in ``dualtrack/configs`` (``benchmark*.yaml``)."""
+    root = resources.files("dualtrack") / "configs"
+    return sorted(
+        p.name[:-5] for p in root.iterdir() if p.name.startswith("benchmark") and p.name.endswith(".yaml")
+    )
+
+
+def _resolve_path(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    name = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if p.parent == Path(".") and name in shipped_benchmarks():
+        return Path(str(resources.files("dualtrack") / "configs" / f"{name}.yaml"))
+    raise ConfigError(
+        f"benchmark config {str(name_or_path)!r} is neither a file nor a shipped benchmark; "
+        f"shipped: {', '.join(shipped_benchmarks())}"
+    )
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts; list items by index or, for ``models``, by model name."""
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if part.isdigit() and int(part) < len(node):
+                idx = int(part)
+            else:
+                names = [item.get("name") if isinstance(item, dict) else None for item in node]
+                if part not in names:
+                    raise ConfigError(
+                        f"--set {key}: {'.'.join(parts[:i])} has no item {part!r} (index or name)"
+                    )
+                idx = names.index(part)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is not a section")
+
+
+def benchmark_config_from_dict(data: Mapping[str, Any], where: str = "benchmark config") -> BenchmarkConfig:
+    """Type-check a mapping into a :class:`BenchmarkConfig` and validate it (:func:`_validate`).
+
+    Raises:
+        ConfigError: unknown keys, wrong types, or an inconsistent model list (the message names it).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: must be a mapping, got {type(data).__name__}")
+    try:
+        cfg = _coerce(dict(data), BenchmarkConfig, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {str(exc).lstrip('.')}") from None
+    _validate(cfg, where)
+    return cfg
+
+
+def load_benchmark_config(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> BenchmarkConfig:
+    """Read a benchmark YAML (a path or a shipped name such as ``benchmark_tiny``).
+
+    Args:
+        name_or_path: the file.
+        overrides: ``dotted.key=value`` (value parsed as YAML); list items of ``models`` may be
+            addressed by name, e.g. ``models.dualtrack.overrides=[optim.lr=3e-4]``.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, unknown keys, wrong types or an invalid model list.
+    """
+    path = _resolve_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a benchmark config must hold a mapping")
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} must look like key=value (e.g. data.root=/data/tusrec)")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        _set_dotted(data, key.strip(), value)
+    return benchmark_config_from_dict(data, str(path))
+
+
+def _validate(cfg: BenchmarkConfig, where: str) -> None:
+    if not cfg.models:
+        raise ConfigError(f"{where}: 'models' is empty")
+    if cfg.epoch_scale <= 0:
+        raise ConfigError(f"{where}: epoch_scale must be > 0, got {cfg.epoch_scale}")
+    names = [m.name for m in cfg.models]
+    for m in cfg.models:
+        if not _NAME.match(m.name):
+            raise ConfigError(f"{where}: model name {m.name!r} must use letters, digits, '_' or '-'")
+        sources = [k for k in ("stages", "reuse", "run_dir") if getattr(m, k)]
+        if len(sources) != 1:
+            raise ConfigError(
+                f"{where}: model {m.name!r} needs exactly one of 'stages', 'reuse' or 'run_dir' "
+                f"(got {sources or 'none'})"
+            )
+        if m.ablation is not None and len(m.ablation) != 3:
+            raise ConfigError(f"{where}: model {m.name!r}: ablation must be [local, global, dual_encoder]")
+        if not m.comparison and m.ablation is None:
+            raise ConfigError(
+                f"{where}: model {m.name!r} is in neither the comparison nor the ablation block"
+            )
+        stage_names = [s.name for s in m.stages]
+        if len(set(stage_names)) != len(stage_names):
+            raise ConfigError(f"{where}: model {m.name!r} has duplicate stage names {stage_names}")
+        for s in m.stages:
+            if not _NAME.match(s.name):
+                raise ConfigError(
+                    f"{where}: model {m.name!r}: stage name {s.name!r} must use letters, digits, _ -"
+                )
+            if not s.config:
+                raise ConfigError(f"{where}: model {m.name!r}, stage {s.name!r}: 'config' is required")
+        for o in [*cfg.train_overrides, *m.overrides, *(o for s in m.stages for o in s.overrides)]:
+            if o.split("=", 1)[0].strip() in ("data.root", "data.splits"):
+                raise ConfigError(
+                    f"{where}: override {o!r}: the benchmark sets data.root and data.splits for every model "
+                    "(use the benchmark's data section)"
+                )
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{where}: duplicate model names {dup}")
+    ref = cfg.evaluation.reference
+    if ref is not None and ref not in names:
+        raise ConfigError(f"{where}: evaluation.reference {ref!r} is not a model; models: {names}")
+    unknown = [m for m in cfg.evaluation.global_check.models or [] if m not in names]
+    if unknown:
+        raise ConfigError(
+            f"{where}: evaluation.global_check.models {unknown} are not models; models: {names}"
+        )
+    bad_modes = [m for m in cfg.evaluation.global_check.modes if m not in GLOBAL_MODES]
+    if bad_modes:
+        raise ConfigError(f"{where}: evaluation.global_check.modes {bad_modes}; valid: {list(GLOBAL_MODES)}")
+    if cfg.data.simulate is not None:
+        cfg.data.simulate.protocol = str(cfg.data.simulate.protocol)
+        if cfg.data.simulate.protocol not in ("2024", "2025", "both"):
+            raise ConfigError(f"{where}: data.simulate.protocol must be 2024, 2025 or both")
+    if not cfg.data.root and cfg.data.simulate is None:
+        raise ConfigError(f"{where}: set data.root (a dataset folder) or data.simulate (a recipe)")
+
+
+# --------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class StageJob:
+    """One training run of the benchmark.
+
+    Attributes:
+        key: ``"<model>.<stage>"``.
+        run_dir: its run directory.
+        config: the resolved training config.
+        depends: keys of the jobs whose runs it loads.
+        state: ``missing`` / ``partial`` / ``finished`` when planned (:func:`stage_state`).
+        action: what :func:`run_benchmark` does or did: ``train``, ``resume`` or ``reuse``.
+        seconds: training time spent in this invocation.
+    """
+
+    key: str
+    run_dir: Path
+    config: TrainConfig
+    depends: tuple[str, ...]
+    state: str = "missing"
+    action: str = "train"
+    seconds: float = 0.0
+
+
+@dataclass
+class BenchmarkPlan:
+    """Training jobs in dependency order and the weights of each model.
+
+    Attributes:
+        jobs: stage jobs, each after the jobs it depends on.
+        weights: ``{model: run directory / checkpoint / export}`` evaluated for that model.
+        sources: ``{model: "stages" | "reuse <ref>" | "run_dir"}``.
+    """
+
+    jobs: list[StageJob]
+    weights: dict[str, Path]
+    sources: dict[str, str]
+
+
+def _scale_epochs(cfg: TrainConfig, scale: float) -> None:
+    if scale == 1.0:
+        return
+    cfg.optim.epochs = max(1, round(cfg.optim.epochs * scale))
+    cfg.optim.warmup_epochs *= scale
+    for phase in cfg.stage.phases:
+        if phase.epochs is not None:
+            phase.epochs = max(1, round(phase.epochs * scale))
+        if phase.warmup_epochs is not None:
+            phase.warmup_epochs *= scale
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not key.startswith("model"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _comparable(cfg: TrainConfig) -> dict[str, Any]:
+    """Flat settings of a run; chained runs are identified by their ``<model>/<stage>`` folders so
+    that a benchmark folder can move."""
+    flat = _flatten(config_to_dict(cfg))
+    for key in _CHAIN_KEYS:
+        if flat.get(key):
+            flat[key] = "/".join(Path(flat[key]).parts[-2:])
+    return flat
+
+
+def stage_state(run_dir: Path, cfg: TrainConfig, splits: Splits) -> str:
+    """State of a stage's run directory: ``missing``, ``partial`` (resumable ``last.pt``) or
+    ``finished`` (all phases done).
+
+    Raises:
+        ConfigError: the run was made with other settings (the message lists them) or another split.
+    """
+    from dualtrack.training.checkpoint import read_checkpoint
+    from dualtrack.training.stages import resolve_phases
+
+    last = run_dir / "last.pt"
+    if not last.is_file() or not (run_dir / "config.yaml").is_file():
+        return "missing"
+    saved = load_config(run_dir / "config.yaml")
+    old, new = _comparable(saved), _comparable(cfg)
+    diff = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(_RESUMABLE_KEYS)
+    )  # fmt: skip
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+        raise ConfigError(
+            f"{run_dir} was trained with other settings ({detail}); delete it or use another runs_dir "
+            "to retrain"
+        )
+    if (run_dir / "splits.json").is_file():
+        run_splits = load_splits(run_dir / "splits.json")
+        if (run_splits.train, run_splits.val, run_splits.test) != (splits.train, splits.val, splits.test):
+            raise ConfigError(
+                f"{run_dir} was trained on another subject split; delete it or use another runs_dir"
+            )
+    try:
+        ckpt = read_checkpoint(last)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    done = int(ckpt["state"]["phase"]) >= len(resolve_phases(saved))
+    return "finished" if done else "partial"
+
+
+def _stage_ref(cfg: BenchmarkConfig, model: ModelSpec, stage_index: int, ref: str, what: str) -> str:
+    """Job key or model name that a stage reference points to."""
+    where = f"model {model.name!r}, stage {model.stages[stage_index].name!r}, {what}"
+    earlier = [s.name for s in model.stages[:stage_index]]
+    if "." in ref:
+        mname, sname = ref.split(".", 1)
+        try:
+            target = cfg.model(mname)
+        except KeyError:
+            raise ConfigError(f"{where}: {ref!r} names no model") from None
+        if sname not in [s.name for s in target.stages]:
+            raise ConfigError(f"{where}: model {mname!r} has no stage {sname!r}")
+        return ref
+    if ref in earlier:
+        return f"{model.name}.{ref}"
+    if ref in [m.name for m in cfg.models] and ref != model.name:
+        return ref
+    raise ConfigError(f"{where}: {ref!r} is neither an earlier stage ({earlier}) nor a model")
+
+
+def plan_benchmark(cfg: BenchmarkConfig, data_root: Path, splits_path: Path, splits: Splits) -> BenchmarkPlan:
+    """Resolve every stage's training config and run directory, in dependency order.
+
+    Every training config is loaded (and type-checked) here, before anything is trained.
+
+    Raises:
+        ConfigError: a bad training config or override, an unresolved reference or a cycle.
+    """
+    out = cfg.output_dir
+    runs = Path(cfg.runs_dir).resolve() if cfg.runs_dir else out / "runs"
+    jobs: dict[str, StageJob] = {}
+    pending_refs: dict[str, list[tuple[str, str]]] = {}
+    for m in cfg.models:
+        for i, s in enumerate(m.stages):
+            key = f"{m.name}.{s.name}"
+            refs = []
+            for what in ("local_from", "global_from", "init_from"):
+                ref = getattr(s, what)
+                if ref is not None:
+                    refs.append((what, _stage_ref(cfg, m, i, ref, f"stage.{what}")))
+            pending_refs[key] = refs
+            jobs[key] = StageJob(key=key, run_dir=runs / m.name / s.name, config=TrainConfig(), depends=())
+
+    def final_dir(model_name: str, seen: tuple[str, ...] = ()) -> tuple[Path, tuple[str, ...]]:
+        """Weights of a model and the job keys behind them."""
+        if model_name in seen:
+            raise ConfigError(f"models reuse each other in a cycle: {' -> '.join((*seen, model_name))}")
+        m = cfg.model(model_name)
+        if m.stages:
+            key = f"{m.name}.{m.stages[-1].name}"
+            return jobs[key].run_dir, (key,)
+        if m.run_dir:
+            return Path(m.run_dir), ()
+        ref = m.reuse or ""
+        if "." in ref:
+            if ref not in jobs:
+                raise ConfigError(f"model {m.name!r}: reuse {ref!r} names no stage (known: {sorted(jobs)})")
+            return jobs[ref].run_dir, (ref,)
+        if ref not in [x.name for x in cfg.models]:
+            raise ConfigError(f"model {m.name!r}: reuse {ref!r} names no model or stage")
+        return final_dir(ref, (*seen, model_name))
+
+    weights, sources = {}, {}
+    for m in cfg.models:
+        weights[m.name] = final_dir(m.name)[0]
+        sources[m.name] = "stages" if m.stages else (f"reuse {m.reuse}" if m.reuse else "run_dir")
+
+    for m in cfg.models:
+        for s in m.stages:
+            key = f"{m.name}.{s.name}"
+            chain, deps = [], []
+            for what, target in pending_refs[key]:
+                if target in jobs:
+                    path, ks = jobs[target].run_dir, (target,)
+                else:
+                    path, ks = final_dir(target)
+                chain.append(f"stage.{what}={path}")
+                deps += ks
+            cleared = [f"{k}=null" for k in _CHAIN_KEYS]
+            overrides = [*cleared, *chain, *cfg.train_overrides, *m.overrides, *s.overrides,
+                         f"data.root={data_root}", f"data.splits={splits_path}"]  # fmt: skip
+            try:
+                tcfg = load_config(s.config, overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"model {m.name!r}, stage {s.name!r}: {exc}") from None
+            _scale_epochs(tcfg, cfg.epoch_scale)
+            jobs[key].config = tcfg
+            jobs[key].depends = tuple(dict.fromkeys(deps))
+    return BenchmarkPlan(jobs=_toposort(jobs), weights=weights, sources=sources)
+
+
+def _toposort(jobs: Mapping[str, StageJob]) -> list[StageJob]:
+    order: list[StageJob] = []
+    done: set[str] = set()
+    remaining = list(jobs)
+    while remaining:
+        ready = [k for k in remaining if all(d in done for d in jobs[k].depends)]
+        if not ready:
+            raise ConfigError(f"training stages depend on each other in a cycle: {remaining}")
+        for k in ready:
+            order.append(jobs[k])
+            done.add(k)
+        remaining = [k for k in remaining if k not in done]
+    return order
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+TABLE_COLUMNS: tuple[tuple[str, str, float, str], ...] = (
+    ("GPE", "GPE (mm)", 1.0, ".2f"),
+    ("LPE", "LPE (µm)", 1000.0, ".2f"),
+    ("FDR", "FDR (%)", 1.0, ".2f"),
+    ("max_drift", "Max. drift (mm)", 1.0, ".2f"),
+    ("tusrec_GPE", "GPE all-px (mm)", 1.0, ".2f"),
+    ("tusrec_LPE", "LPE all-px (mm)", 1.0, ".4f"),
+    ("tusrec_GLE", "GLE (mm)", 1.0, ".2f"),
+    ("tusrec_LLE", "LLE (mm)", 1.0, ".4f"),
+    ("final_score", "Score", 1.0, ".3f"),
+)
+"""Table columns: ``(metric key, header, display factor, format)``; the paper's four first (5-point
+GPE / LPE, LPE shown in µm as in the paper), then the TUS-REC all-pixel / landmark errors and the
+normalised score (higher is better). Columns without values are left out."""
+
+HIGHER_IS_BETTER = ("final_score",)
+
+_UNITS = {"GPE": "mm", "LPE": "mm", "FDR": "%", "max_drift": "mm", "final_score": ""}
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` produced.
+
+    Attributes:
+        out_dir: the output folder.
+        plan: the training plan with the action taken for every stage.
+        tables: ``{model: {scan_key: {metric: value}}}`` per-scan evaluations.
+        rows: the table rows (``table.csv``), one per model in config order.
+        wilcoxon: rows of ``wilcoxon.csv``.
+        global_check: rows of ``global_check.csv``.
+        files: ``{name: path}`` of everything written.
+    """
+
+    out_dir: Path
+    plan: BenchmarkPlan
+    tables: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    wilcoxon: list[dict[str, Any]] = field(default_factory=list)
+    global_check: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> list[str]:
+        """Stage keys trained or resumed by this invocation."""
+        return [j.key for j in self.plan.jobs if j.action in ("train", "resume")]
+
+    @property
+    def reused(self) -> list[str]:
+        """Stage keys whose finished runs were reused."""
+        return [j.key for j in self.plan.jobs if j.action == "reuse"]
+
+
+def _prepare_data(cfg: BenchmarkConfig, out: Path, progress: bool) -> Path:
+    if cfg.data.simulate is not None:
+        from dualtrack.simulate import simulate_dataset
+
+        sim = cfg.data.simulate
+        root = Path(cfg.data.root) if cfg.data.root else out / "data"
+        log.info("simulating %d subjects (%s preset) into %s", sim.subjects, sim.preset, root)
+        try:
+            simulate_dataset(
+                root, sim.subjects, sim.preset, protocol=sim.protocol, seed=sim.seed, device=sim.device,
+                scans=sim.scans, num_frames=sim.num_frames, progress=progress,
+            )  # fmt: skip
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"data.simulate: {exc}") from None
+        return root
+    root = Path(cfg.data.root)
+    if not root.is_dir():
+        raise ConfigError(f"data.root: {root} is not a folder")
+    return root
+
+
+def _make_splits(cfg: BenchmarkConfig, dataset: TusRecDataset, out: Path) -> tuple[Splits, Path]:
+    if cfg.data.splits:
+        try:
+            splits = load_splits(cfg.data.splits)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"data.splits: {exc}") from None
+    else:
+        try:
+            splits = make_splits(
+                dataset.subjects, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.split_seed
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"data: cannot split the {len(dataset.subjects)} subjects of {dataset.root}: {exc}"
+            ) from None
+    path = out / "splits.json"
+    if path.is_file():
+        old = load_splits(path)
+        if (old.train, old.val, old.test) != (splits.train, splits.val, splits.test):
+            raise ConfigError(
+                f"{path} holds another subject split than this config gives (the runs in this folder were "
+                "trained on it); use another output folder or the same data section"
+            )
+    else:
+        save_splits(path, splits)
+    return splits, path
+
+
+def _eval_scans(cfg: BenchmarkConfig, dataset: TusRecDataset, splits: Splits) -> list[tuple[str, str]]:
+    subjects = set(getattr(splits, cfg.evaluation.split))
+    scans = [s for s in dataset.scans if s[0] in subjects]
+    if not scans:
+        raise ConfigError(
+            f"evaluation: no scans of {cfg.evaluation.split} subjects {sorted(subjects)} in {dataset.root}; "
+            "hold out subjects with data.test / data.val or a splits file"
+        )
+    n = cfg.evaluation.max_scans
+    if n is not None and n < len(scans):
+        scans = [scans[i] for i in np.unique(np.linspace(0, len(scans) - 1, n).round().astype(int))]
+    return scans
+
+
+def _run_jobs(plan: BenchmarkPlan, splits: Splits, argv: Sequence[str], dry_run: bool) -> None:
+    from dualtrack.training import train
+
+    for job in plan.jobs:
+        job.state = stage_state(job.run_dir, job.config, splits)
+        job.action = {"finished": "reuse", "partial": "resume", "missing": "train"}[job.state]
+    for job in plan.jobs:
+        log.info("stage %s: %s (%s)", job.key, job.action, job.run_dir)
+    if dry_run:
+        return
+    for job in plan.jobs:
+        if job.action == "reuse":
+            continue
+        start = time.perf_counter()
+        result = train(job.config, job.run_dir, resume=job.action == "resume", argv=list(argv))
+        job.seconds = time.perf_counter() - start
+        if not result.finished:
+            raise ConfigError(
+                f"stage {job.key} stopped before the end (runtime.stop_after_steps?); run the benchmark "
+                "again to resume it"
+            )
+
+
+def _device(spec: str) -> str | None:
+    return None if spec == "auto" else spec
+
+
+def _table_rows(cfg: BenchmarkConfig, tables: Mapping[str, Mapping[str, Mapping[str, float]]],
+                params: Mapping[str, int]) -> list[dict[str, Any]]:  # fmt: skip
+    from dualtrack.evaluation.evaluate import summarise
+
+    rows = []
+    for m in cfg.models:
+        summary = summarise(tables[m.name])
+        row: dict[str, Any] = {
+            "model": m.name,
+            "label": m.display,
+            "comparison": m.comparison,
+            "ablation": "" if m.ablation is None else "".join("1" if a else "0" for a in m.ablation),
+            "parameters": params[m.name],
+            "n_scans": len(tables[m.name]),
+        }
+        for key in [c[0] for c in TABLE_COLUMNS] + ["seconds", "frames"]:
+            if key in summary:
+                for stat in ("mean", "std", "median"):
+                    row[f"{key}_{stat}"] = summary[key][stat]
+        rows.append(row)
+    return rows
+
+
+def _present_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, float, str]]:
+    return [c for c in TABLE_COLUMNS if all(math.isfinite(r.get(f"{c[0]}_mean", math.nan)) for r in rows)]
+
+
+def _best(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    vals = [r[f"{key}_mean"] for r in rows]
+    return max(vals) if key in HIGHER_IS_BETTER else min(vals)
+
+
+def format_paper_table(rows: Sequence[Mapping[str, Any]], p_values: Mapping[str, float] | None = None,
+                       reference_label: str | None = None) -> str:  # fmt: skip
+    """Markdown table in the paper's form (Table 1): the comparison block, then the ablation block
+    with its local / global / dual-encoder marks. The best mean of each block is bold.
+
+    Args:
+        rows: :attr:`BenchmarkResult.rows`.
+        p_values: ``{model: p-value of the reference vs that model on GPE}`` (adds a column).
+        reference_label: label of the reference model (column header).
+    """
+    cols = _present_columns(rows)
+    head = ["Method", *(c[1] for c in cols)]
+    if p_values:
+        head.append(f"p GPE vs {reference_label}" if reference_label else "p GPE")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def block(title: str, members: list[Mapping[str, Any]], label_of) -> None:
+        if not members:
+            return
+        lines.append(f"| **{title}** |" + " |" * (len(head) - 1))
+        for r in members:
+            cells = [label_of(r)]
+            for key, _, factor, fmt in cols:
+                text = format(r[f"{key}_mean"] * factor, fmt)
+                cells.append(
+                    f"**{text}**" if len(members) > 1 and r[f"{key}_mean"] == _best(members, key) else text
+                )
+            if p_values:
+                p = p_values.get(r["model"])
+                cells.append("" if p is None else f"{p:.3g}")
+            lines.append("| " + " | ".join(cells) + " |")
+
+    block("Baseline comparison", [r for r in rows if r["comparison"]], lambda r: r["label"])
+    ablation = [r for r in rows if r["ablation"]]
+    if ablation:
+        block("Ablation (local / global / dual encoder)", ablation, lambda r: f"{_marks(r)} ({r['label']})")
+    return "\n".join(lines) + "\n"
+
+
+def _marks(row: Mapping[str, Any]) -> str:
+    """``✓ ✓ ✗``-style marks of an ablation row (local / global / dual encoder)."""
+    return " ".join("✓" if c == "1" else "✗" for c in row["ablation"])
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(cols)
+        for r in rows:
+            writer.writerow([_csv_cell(r.get(c, "")) for c in cols])
+    return path
+
+
+def _csv_cell(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return str(v)
+
+
+def _write_per_scan(path: Path, table: Mapping[str, Mapping[str, float]]) -> Path:
+    """Same format as :func:`dualtrack.evaluation.evaluate.write_results` (readable by ``read_table``)."""
+    metrics = list(dict.fromkeys(m for row in table.values() for m in row))
+    rows = [{"scan": k, **table[k]} for k in sorted(table)]
+    return _write_csv(path, rows, ["scan", *metrics])
+
+
+def _wilcoxon(
+    cfg: BenchmarkConfig, tables: Mapping[str, Mapping[str, Mapping[str, float]]]
+) -> list[dict[str, Any]]:
+    ref = cfg.evaluation.reference
+    if ref is None or len(tables) < 2:
+        return []
+    metrics = [c[0] for c in TABLE_COLUMNS
+               if all(c[0] in row for t in tables.values() for row in t.values())]  # fmt: skip
+    result = compare(tables, metrics, reference=ref)
+    rows = []
+    for m in cfg.models:
+        if m.name == ref:
+            continue
+        for metric, w in result["tests"][f"{ref} vs {m.name}"].items():
+            rows.append({
+                "reference": ref, "model": m.name, "metric": metric, "n": int(w["n"]),
+                "mean_reference": w["mean_a"], "mean_model": w["mean_b"],
+                "median_diff": w["median_diff"], "statistic": w["statistic"],
+                "p_value": w["p_value"], "effect_size_r": w["effect_size_r"],
+            })  # fmt: skip
+    return rows
+
+
+def _global_check(cfg: BenchmarkConfig, dataset: TusRecDataset, scans: Sequence[tuple[str, str]],
+                  bundles: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:  # fmt: skip
+    spec = cfg.evaluation.global_check
+    if not spec.enabled:
+        return [], "disabled in the config"
+    names = (
+        spec.models
+        if spec.models is not None
+        else [n for n, b in bundles.items() if has_global_branch(b.model)]
+    )
+    if not names:
+        return [], "no model has a separate global branch"
+    modes = [m for m in spec.modes if m != "other_sweep" or len(scans) > 1]
+    sweeps = [dataset.load(s, n) for s, n in scans]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        b = bundles[name]
+        if not has_global_branch(b.model):
+            raise ConfigError(f"evaluation.global_check.models: {name!r} has no separate global branch")
+        res = global_branch_check(
+            b.model, sweeps, modes=modes, label=name, seed=spec.seed, device=_device(cfg.evaluation.device),
+            chunk_size=cfg.evaluation.chunk_size, crop=b.crop,
+        )  # fmt: skip
+        rows += res.rows
+    return rows, ""
+
+
+def _plots(
+    cfg: BenchmarkConfig, tables: Mapping[str, Mapping[str, Mapping[str, float]]], out: Path
+) -> dict[str, Path]:
+    from dualtrack.reconstruction.report import plot_boxplots
+
+    files = {}
+    labelled = {cfg.model(n).display: t for n, t in tables.items()}
+    for metric in cfg.evaluation.boxplots:
+        if not all(metric in row for t in tables.values() for row in t.values()):
+            log.warning("box plot of %s skipped: not computed for every scan", metric)
+            continue
+        finite = {
+            k: {s: r for s, r in t.items() if math.isfinite(r[metric])} for k, t in labelled.items()
+        }  # fmt: skip
+        if any(not t for t in finite.values()):
+            log.warning("box plot of %s skipped: a model has no finite value", metric)
+            continue
+        unit = _UNITS.get(metric, "mm")
+        files[f"boxplots_{metric}"] = plot_boxplots(finite, metric, out / f"boxplots_{metric}.png", unit=unit,
+                                                    title=f"{metric} per test scan")  # fmt: skip
+    return files
+
+
+def _dataset_facts(
+    dataset: TusRecDataset, splits: Splits, scans: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    frames = [dataset.num_frames(s, n) for s, n in scans]
+    sweep = dataset.load(*scans[0])
+    return {
+        "root": str(dataset.root),
+        "subjects": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "eval_scans": len(scans),
+        "frames_median": float(np.median(frames)),
+        "frame_shape": list(sweep.shape),
+        "spacing_mm": [round(float(x), 6) for x in sweep.spacing],
+    }
+
+
+def _summary_md(cfg: BenchmarkConfig, result: BenchmarkResult, facts: Mapping[str, Any], table_md: str,
+                gc_note: str, device: str) -> str:  # fmt: skip
+    from dualtrack.training.runs import git_commit
+
+    ref = cfg.evaluation.reference
+    lines = [
+        f"# {cfg.title}",
+        "",
+        f"`dualtrack benchmark` ({cfg.name}), dualtrack {__version__}, git {git_commit()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, evaluation device {device}.",
+        "",
+        "## Data",
+        "",
+        f"* dataset `{facts['root']}`; subjects train / val / test: {facts['subjects']['train']} / "
+        f"{facts['subjects']['val']} / {facts['subjects']['test']}; split file `splits.json`",
+        f"* evaluated on {facts['eval_scans']} {cfg.evaluation.split} scans (median "
+        f"{facts['frames_median']:.0f} frames, {facts['frame_shape'][0]} x {facts['frame_shape'][1]} pixels, "
+        f"spacing {facts['spacing_mm']} mm)",
+        "",
+        "## Models",
+        "",
+        "| Model | Weights | Source | This run | Parameters |",
+        "|---|---|---|---|---|",
+    ]
+    actions = {j.key.split(".")[0]: [] for j in result.plan.jobs}
+    for j in result.plan.jobs:
+        actions[j.key.split(".")[0]].append(f"{j.key.split('.', 1)[1]}: {j.action}"
+                                            + (f" ({j.seconds:.1f} s)" if j.seconds else ""))  # fmt: skip
+    for r in result.rows:
+        name = r["model"]
+        lines.append(f"| {r['label']} | `{result.plan.weights[name]}` | {result.plan.sources[name]} | "
+                     f"{', '.join(actions.get(name, [])) or '-'} | {r['parameters']:,} |")  # fmt: skip
+    lines += ["", "## Results (the paper's Table 1 form)", "", table_md]
+    lines += [
+        "Means over scans. GPE / LPE: the paper's 5-point errors (4 corners + centre), LPE in µm; FDR: final "
+        "drift over the straight-line distance between the first and last frame centres; max drift: largest "
+        "distance between true and predicted frame centres. All-pixel GPE / LPE and landmark GLE / LLE: the "
+        "official TUS-REC errors; score: the TUS-REC 2025 normalised score (1 = perfect, 0 = identity; "
+        "higher is better). Per-scan values: `per_scan/<model>.csv`; mean / std / median: `table.csv`.",
+        "",
+    ]
+    if result.wilcoxon:
+        metrics = list(dict.fromkeys(w["metric"] for w in result.wilcoxon))
+        lines += [f"## Paired Wilcoxon signed-rank tests: {cfg.model(ref).display} vs each model", "",
+                  f"Two-sided p-values over {result.wilcoxon[0]['n']} paired scans (`wilcoxon.csv` has the "
+                  "statistics, median differences and effect sizes).", "",
+                  "| Model | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]  # fmt: skip
+        for m in cfg.models:
+            if m.name == ref:
+                continue
+            ps = {w["metric"]: w["p_value"] for w in result.wilcoxon if w["model"] == m.name}
+            lines.append(f"| {m.display} | " + " | ".join(f"{ps[k]:.3g}" for k in metrics) + " |")
+        lines.append("")
+    lines += ["## Global-branch check", ""]
+    if result.global_check:
+        lines += [
+            "The model is evaluated with the input of its global branch replaced (the local branch sees the "
+            "true frames). `prediction change` is the 5-point GPE between the unmodified and the modified "
+            "predicted trajectories: 0 means the global branch is ignored.",
+            "",
+            "| Model | Global input | GPE (mm) | ΔGPE (mm) | ΔGPE (%) | p (GPE) | Prediction change (mm) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in result.global_check:
+            lines.append(
+                f"| {cfg.model(r['model']).display} | {r['mode']} | {r['GPE']:.3f} | {r['delta_GPE']:+.3f} | "
+                f"{r['GPE_change_pct']:+.1f} | {r['p_value_GPE']:.3g} | {r['prediction_change']:.4f} |"
+            )
+        lines += ["", *(_global_verdict(cfg.model(name).display, rows)
+                        for name, rows in _group(result.global_check).items()), ""]  # fmt: skip
+    else:
+        lines += [f"Not run: {gc_note}.", ""]
+    plots = [k for k in result.files if k.startswith("boxplots_")]
+    if plots:
+        lines += ["## Per-scan error distributions (the paper's Fig. 3a)", ""]
+        lines += [f"![{k[len('boxplots_') :]}]({result.files[k].name})" for k in plots]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _group(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(str(r["model"]), []).append(r)
+    return out
+
+
+def _global_verdict(label: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence on how much the replaced global input moved the predictions of a model."""
+    base = next(float(r["GPE"]) for r in rows if r["mode"] == "none")
+    changed = [r for r in rows if r["mode"] != "none"]
+    worst = max(changed, key=lambda r: float(r["prediction_change"]))
+    rel = 100.0 * float(worst["prediction_change"]) / base if base > 0 else math.nan
+    gpe = max(abs(float(r["GPE_change_pct"])) for r in changed)
+    verdict = (
+        "the global branch has almost no influence on the predictions (< 1 % of the GPE)"
+        if rel < 1.0
+        else "the predictions depend on the global branch"
+    )
+    return (
+        f"* {label}: the largest change of the predicted trajectory is "
+        f"{float(worst['prediction_change']):.3g} mm ({worst['mode']}, {rel:.1f} % of the unmodified GPE "
+        f"{base:.3g} mm); the mean GPE changes by at most {gpe:.1f} %: {verdict}."
+    )
+
+
+def run_benchmark(
+    cfg: BenchmarkConfig,
+    output: str | os.PathLike | None = None,
+    *,
+    dry_run: bool = False,
+    progress: bool = True,
+    argv: Sequence[str] = ("dualtrack", "benchmark"),
+) -> BenchmarkResult:
+    """Run a benchmark end to end (see the module docstring); resumable.
+
+    Args:
+        cfg: the benchmark config.
+        output: output folder (overrides ``cfg.output``).
+        dry_run: prepare data and split, resolve and print the plan, train and evaluate nothing.
+        progress: progress bars of simulation and evaluation.
+        argv: command line recorded in the training runs.
+
+    Returns:
+        :class:`BenchmarkResult`.
+
+    Raises:
+        ConfigError: invalid config, data, split, chaining or a run trained with other settings.
+    """
+    from dualtrack.training.export import load_bundle
+
+    cfg = dataclasses.replace(
+        cfg, output=str(Path(output if output is not None else cfg.output_dir).resolve())
+    )
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    root = _prepare_data(cfg, out, progress)
+    try:
+        dataset = TusRecDataset(root)
+        _ = dataset.scans
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"data.root: {exc}") from None
+    splits, splits_path = _make_splits(cfg, dataset, out)
+    scans = _eval_scans(cfg, dataset, splits)
+    plan = plan_benchmark(cfg, root, splits_path, splits)
+    result = BenchmarkResult(out_dir=out, plan=plan)
+    _run_jobs(plan, splits, argv, dry_run)
+    if dry_run:
+        return result
+
+    device = _device(cfg.evaluation.device)
+    eval_device = str(device or "auto")
+    bundles, params = {}, {}
+    for m in cfg.models:
+        try:
+            bundles[m.name] = load_bundle(plan.weights[m.name])
+        except (OSError, ValueError, ConfigError) as exc:
+            raise ConfigError(f"model {m.name!r}: {exc}") from None
+        params[m.name] = sum(p.numel() for p in bundles[m.name].model.parameters())
+        log.info("evaluating %s (%s) on %d scans", m.name, bundles[m.name].name, len(scans))
+        evaluation = evaluate_model(
+            bundles[m.name].model, dataset, scans, crop=bundles[m.name].crop, device=device,
+            chunk_size=cfg.evaluation.chunk_size, amp=cfg.evaluation.amp, tusrec=cfg.evaluation.tusrec,
+            progress=progress,
+        )  # fmt: skip
+        result.tables[m.name] = evaluation.table
+        result.files[f"per_scan/{m.name}"] = _write_per_scan(
+            out / "per_scan" / f"{m.name}.csv", evaluation.table
+        )
+        eval_device = evaluation.info.get("device", str(device))
+
+    result.rows = _table_rows(cfg, result.tables, params)
+    result.files["table.csv"] = _write_csv(out / "table.csv", result.rows)
+    result.wilcoxon = _wilcoxon(cfg, result.tables)
+    result.files["wilcoxon.csv"] = _write_csv(
+        out / "wilcoxon.csv", result.wilcoxon,
+        ["reference", "model", "metric", "n", "mean_reference", "mean_model", "median_diff", "statistic",
+         "p_value", "effect_size_r"],
+    )  # fmt: skip
+    ref = cfg.evaluation.reference
+    p_gpe = {w["model"]: w["p_value"] for w in result.wilcoxon if w["metric"] == "GPE"}
+    table_md = format_paper_table(result.rows, p_gpe or None, cfg.model(ref).display if ref else None)
+    header = (
+        f"# {cfg.title}\n\n{len(scans)} {cfg.evaluation.split} scans of "
+        f"{len(getattr(splits, cfg.evaluation.split))} held-out subjects; means over scans (best of each "
+        "block in bold). GPE / LPE on 5 image points as in "
+        "the paper (LPE in µm); all-pixel errors and score as in TUS-REC 2025.\n\n"
+    )
+    with atomic_write(out / "table.md") as tmp:
+        tmp.write_text(header + table_md, encoding="utf-8")
+    result.files["table.md"] = out / "table.md"
+
+    result.global_check, gc_note = _global_check(cfg, dataset, scans, bundles)
+    result.files["global_check.csv"] = _write_csv(
+        out / "global_check.csv", result.global_check,
+        ["model", "mode", "n_scans", "GPE", "LPE", "FDR", "max_drift", "delta_GPE", "delta_LPE", "delta_FDR",
+         "delta_max_drift", "GPE_change_pct", "p_value_GPE", "prediction_change"],
+    )  # fmt: skip
+    result.files.update(_plots(cfg, result.tables, out))
+
+    facts = _dataset_facts(dataset, splits, scans)
+    with atomic_write(out / "summary.md") as tmp:
+        tmp.write_text(_summary_md(cfg, result, facts, table_md, gc_note, eval_device), encoding="utf-8")
+    result.files["summary.md"] = out / "summary.md"
+    result.files["report.html"] = _html(cfg, result, facts, out)
+    manifest = {
+        "config": dataclasses.asdict(cfg),
+        "data": facts,
+        "runs": {
+            j.key: {"run_dir": str(j.run_dir), "action": j.action, "seconds": j.seconds} for j in plan.jobs
+        },
+        "weights": {k: str(v) for k, v in plan.weights.items()},
+        "dualtrack_version": __version__,
+    }
+    with atomic_write(out / "benchmark.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    result.files["benchmark.json"] = out / "benchmark.json"
+    log.info("benchmark written to %s", out)
+    return result
+
+
+def _html(cfg: BenchmarkConfig, result: BenchmarkResult, facts: Mapping[str, Any], out: Path) -> Path:
+    from dualtrack.reconstruction.report import write_html_report
+
+    cols = _present_columns(result.rows)
+    table = []
+    for r in result.rows:
+        row: dict[str, Any] = {"Method": r["label"]}
+        if r["ablation"]:
+            row["Local / global / dual"] = _marks(r)
+        for key, header, factor, _ in cols:
+            row[header] = r[f"{key}_mean"] * factor
+        table.append(row)
+    notes = [
+        f"{facts['eval_scans']} {cfg.evaluation.split} scans of {facts['subjects'][cfg.evaluation.split]} "
+        f"held-out subjects from {facts['root']}; means over scans.",
+        "GPE / LPE: 5-point errors as in the DualTrack paper (LPE in µm); all-pixel errors and the "
+        "normalised score as in TUS-REC 2025. See summary.md for the paired tests and the global-branch "
+        "check.",
+    ]
+    images = [
+        (f"{k[len('boxplots_') :]} per scan", p) for k, p in result.files.items() if k.startswith("boxplots_")
+    ]
+    return write_html_report(out / "report.html", cfg.title, table, images, notes)
