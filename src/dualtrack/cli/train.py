@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 
 from dualtrack.training.config import ConfigError, shipped_configs
 from dualtrack.training.loop import prepare_run, train
 from dualtrack.training.runs import command_line
-
-log = logging.getLogger(__name__)
 
 DESCRIPTION = f"""\
 Train a model (one stage of DualTrack, an ablation or a baseline) into a run directory.
@@ -26,7 +24,7 @@ against the config's types, e.g.
   dualtrack train --resume --run-dir runs/local          # continue exactly where it stopped
 
 Multi-GPU / multi-node: launch the same command with torchrun, e.g.
-  torchrun --nproc_per_node=4 -m dualtrack train local data.root=/data/tusrec --run-dir runs/local
+  torchrun --nproc_per_node=4 -m dualtrack.cli train local data.root=/data/tusrec --run-dir runs/local
 
 The run directory receives the resolved config, command line, git commit, package versions,
 split file, metrics.csv, TensorBoard logs (if installed), last.pt (resumable) and best.pt
@@ -64,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     state = result.state
     status = "finished" if result.finished else "stopped (resume with --resume)"
     print(f"{status}: {state.step} steps, {state.samples_seen} items -> {result.run_dir}")

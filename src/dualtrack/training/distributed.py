@@ -80,6 +80,8 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if rank != 0:  # rank 0 logs for the job; the others only report problems
+        logging.getLogger("dualtrack").setLevel(logging.WARNING)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://")
