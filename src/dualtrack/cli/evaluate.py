@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dualtrack.data import TusRecDataset
+from dualtrack.data.splits import load_splits
 from dualtrack.evaluation.evaluate import (
     PAPER_METRICS,
     compare,
@@ -34,7 +35,7 @@ Scans: --split test|val|train of the subject-level split (the run's splits.json 
 --splits FILE), or --split all for every scan of --data (e.g. the official validation set).
 
 Compare methods evaluated on the same scans (summary table + paired Wilcoxon signed-rank tests):
-  dualtrack evaluate --compare dualtrack=runs/fusion/eval-test local=runs/local/eval-test
+  dualtrack evaluate --compare dualtrack=runs/fusion/eval-val local=runs/local/eval-val
 """
 
 
@@ -52,7 +53,7 @@ def register(sub) -> None:
     p.add_argument(
         "--split",
         choices=("test", "val", "train", "all"),
-        help="which scans (default: test when a splits file is known, else all)",
+        help="which scans (default with a splits file: test, or val when test is empty; else all)",
     )
     p.add_argument("--splits", metavar="FILE", help="splits JSON (default: the run's splits.json)")
     p.add_argument("-o", "--output", metavar="OUT", help="output folder (default RUN/eval-<split>)")
@@ -102,7 +103,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     splits = args.splits
     if splits is None and run_dir is not None and (run_dir / "splits.json").is_file():
         splits = run_dir / "splits.json"
-    split = args.split or ("test" if splits is not None else "all")
+    split = args.split
+    if split is None:
+        split = "all" if splits is None else ("test" if load_splits(splits).test else "val")
     device = resolve_device(args.device)
     bundle = load_bundle(src, device)
     dataset = TusRecDataset(data)
