@@ -368,26 +368,33 @@ class _Trainer:
 
     # -------------------------------------------------------------------------------- main
     def run(self) -> TrainResult:
-        while self.state.phase < len(self.phases):
-            finished = self._run_phase(self.phases[self.state.phase])
-            ddp.sync_buffers(self.model)
-            if not finished:
-                return TrainResult(
-                    self.run_dir, self.state, False, self.state.best_gpe, self.last_val, self.model
+        stop = self.cfg.runtime.stop_after_steps
+        finished = True
+        try:
+            while self.state.phase < len(self.phases):
+                if stop is not None and self.state.step >= stop:
+                    finished = False
+                    break
+                done = self._run_phase(self.phases[self.state.phase])
+                ddp.sync_buffers(self.model)
+                if not done:
+                    finished = False
+                    break
+                self.state.phase += 1
+                self.state.epoch = 0
+                self.state.batches_done = 0
+            if finished:
+                self._save("last.pt", None, None)
+                log.info(
+                    "finished %d steps in %s (best validation GPE %.4g mm)",
+                    self.state.step,
+                    self.run_dir,
+                    self.state.best_gpe,
                 )
-            self.state.phase += 1
-            self.state.epoch = 0
-            self.state.batches_done = 0
-        self._save("last.pt", None, None)
-        if self.metrics is not None:
-            self.metrics.close()
-        log.info(
-            "finished %d steps in %s (best validation GPE %.4g mm)",
-            self.state.step,
-            self.run_dir,
-            self.state.best_gpe,
-        )
-        return TrainResult(self.run_dir, self.state, True, self.state.best_gpe, self.last_val, self.model)
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+        return TrainResult(self.run_dir, self.state, finished, self.state.best_gpe, self.last_val, self.model)
 
     def _run_phase(self, phase: Phase) -> bool:
         """Train one phase from the current counters; ``False`` when stopped early."""
