@@ -243,3 +243,13 @@ def test_image_points_order_and_centre():
     allp = geo.image_points((3, 4), s, "all")
     assert allp.shape == (12, 3)
     close(allp[5], [2 * 0.5, 2 * 0.25, 0])  # k = (v-1) W + (u-1) = 5 -> u=2, v=2
+
+
+@settings(max_examples=30, deadline=None)
+@given(motion=rigid(), steps=st.integers(1, 12))
+def test_interpolate_steps_multiply_back_to_the_motion(motion, steps) -> None:
+    parts = geo.interpolate_steps(motion, steps)
+    assert parts.shape == (steps, 4, 4)
+    assert geo.is_rigid(parts).all()
+    product = np.linalg.multi_dot([np.eye(4), *parts]) if steps > 1 else parts[0]
+    np.testing.assert_allclose(product, motion, atol=1e-8)

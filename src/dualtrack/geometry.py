@@ -51,6 +51,7 @@ __all__ = [
     "image_points",
     "is_rigid",
     "rotation_angle_deg",
+    "interpolate_steps",
 ]
 
 
@@ -341,6 +342,29 @@ def is_rigid(matrix: Array, atol: float = 1e-3) -> Array:
     last = (m[..., 3, :] - torch.tensor([0, 0, 0, 1.0], dtype=m.dtype, device=m.device)).abs().amax(-1)
     ok = orth & det & (last <= atol) & torch.isfinite(m).all(-1).all(-1)
     return _back(ok, was_np)
+
+
+def interpolate_steps(matrix: np.ndarray, steps: int) -> np.ndarray:
+    """Split one rigid motion into ``steps`` equal screw-motion steps.
+
+    Args:
+        matrix: ``(4, 4)`` rigid transform ``T``.
+        steps: number of steps ``k >= 1``.
+
+    Returns:
+        ``(k, 4, 4)``, each ``T^(1/k) = expm(logm(T) / k)``, so that their product is ``T``
+        (rotation angles below 180 degrees).
+    """
+    from scipy.linalg import expm, logm
+
+    if steps < 1:
+        raise ValueError(f"interpolate_steps: steps must be >= 1, got {steps}")
+    m = np.asarray(matrix, dtype=np.float64)
+    if steps == 1:
+        return m[None].copy()
+    step = np.real(expm(np.real(logm(m)) / steps))
+    step[3] = (0.0, 0.0, 0.0, 1.0)
+    return np.repeat(step[None], steps, axis=0)
 
 
 def rotation_angle_deg(matrix: Array) -> Array:

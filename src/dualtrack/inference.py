@@ -13,6 +13,10 @@ windows, no averaging of overlapping predictions) while bounding memory:
   sequence models (transformers, fusion) then see all ``N`` frames at once.
 * Models with a global branch (attribute ``global_stride = s``) get the **uncropped** frames
   ``0, s, 2s, ...`` as global input (the model resizes them itself).
+* Models trained on sparse frame subsets (attribute ``sparse_inference_frames = m``, i.e.
+  ``global_only``) see the sweep as ``m`` evenly spaced frames, as in training; the motion between
+  two selected frames ``g`` apart is split into ``g`` equal screw-motion steps
+  (:func:`dualtrack.geometry.interpolate_steps`) to give one local pose per frame.
 * Other models: ``model.predict_sweep(frames (1, N, H, W), index (1, N), chunk_size=...)`` when
   defined, otherwise one plain ``forward`` over the whole sweep.
 
@@ -40,7 +44,13 @@ import torch
 
 from dualtrack import geometry
 
-__all__ = ["TrajectoryPrediction", "predict_trajectory", "centre_crop_box", "encode_chunked"]
+__all__ = [
+    "TrajectoryPrediction",
+    "predict_trajectory",
+    "centre_crop_box",
+    "encode_chunked",
+    "sparse_frame_indices",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +120,12 @@ def encode_chunked(model: Any, frames: torch.Tensor, chunk_size: int) -> torch.T
     return torch.cat(outs, 1)
 
 
+def sparse_frame_indices(num_frames: int, count: int) -> np.ndarray:
+    """``min(count, N)`` evenly spaced, strictly increasing frame indices from 0 to ``N-1``."""
+    idx = np.unique(np.round(np.linspace(0, num_frames - 1, min(count, num_frames))).astype(np.int64))
+    return idx
+
+
 def _frames_and_spacing(sweep_or_frames: Any, spacing: tuple[float, float] | None) -> tuple[Any, tuple]:
     if hasattr(sweep_or_frames, "frames") and hasattr(sweep_or_frames, "spacing"):
         return sweep_or_frames.frames, tuple(spacing or sweep_or_frames.spacing)
@@ -158,8 +174,12 @@ def predict_trajectory(
     y0, x0, h, w = centre_crop_box((height, width), crop)
 
     raw = frames.to(device)  # uint8 stays uint8 until here
+    sparse = getattr(model, "sparse_inference_frames", None)
+    selected = sparse_frame_indices(n, sparse) if sparse else np.arange(n)
+    if sparse:
+        raw = raw[torch.from_numpy(selected).to(device)]
     local = raw[:, y0 : y0 + h, x0 : x0 + w]
-    index = torch.arange(n, device=device)[None]
+    index = torch.from_numpy(selected).to(device)[None]
     was_training = model.training
     model.to(device).eval()
     autocast = (
@@ -186,13 +206,20 @@ def predict_trajectory(
             params = model.denormalise(out.float())[0]
     finally:
         model.train(was_training)
-    if tuple(params.shape) != (n - 1, 6):
+    if tuple(params.shape) != (len(selected) - 1, 6):
         raise RuntimeError(
-            f"model returned {tuple(params.shape)} poses for {n} frames, expected {(n - 1, 6)}"
+            f"model returned {tuple(params.shape)} poses for {len(selected)} frames, "
+            f"expected {(len(selected) - 1, 6)}"
         )
     params_np = params.double().cpu().numpy()
     centre = geometry.image_centre_mm(spacing, (height, width))
     local_poses = geometry.centre_to_corner(geometry.params_to_matrix(params_np), centre)
+    if sparse:
+        gaps = np.diff(selected)
+        local_poses = np.concatenate(
+            [geometry.interpolate_steps(m, int(g)) for m, g in zip(local_poses, gaps, strict=True)]
+        )
+        params_np = geometry.matrix_to_params(geometry.corner_to_centre(local_poses, centre))
     return TrajectoryPrediction(
         local=local_poses, global_=geometry.chain_local(local_poses), params=params_np
     )

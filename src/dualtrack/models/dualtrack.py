@@ -258,8 +258,14 @@ class GlobalOnly(DualTrackFamily):
         global_heads: int = 8,
         global_ffn: int = 1024,
         dropout: float = 0.1,
+        inference_frames: int = 64,
     ) -> None:
         super().__init__()
+        if inference_frames < 2:
+            raise ValueError(f"global_only: inference_frames must be >= 2, got {inference_frames}")
+        # Trained on sparse random subsets, the model sees a sweep at inference as about this many
+        # evenly spaced frames (match the training subset size); see dualtrack.inference.
+        self.sparse_inference_frames = inference_frames
         self.global_encoder = GlobalEncoder(
             backbone=backbone,
             backbone_width=backbone_width,
@@ -433,7 +439,7 @@ _TINY_FUSION = dict(fusion_dim=16, fusion_layers=1, fusion_heads=2, fusion_ffn=1
 
 for _name, _cls, _tiny in (
     ("local_only", LocalOnly, _TINY_LOCAL),
-    ("global_only", GlobalOnly, _TINY_GLOBAL),
+    ("global_only", GlobalOnly, {**_TINY_GLOBAL, "inference_frames": 12}),
     ("coupled", Coupled, {**_TINY_LOCAL, **_TINY_FUSION}),
     ("dualtrack", DualTrack, {**_TINY_LOCAL, **_TINY_GLOBAL, **_TINY_FUSION, "global_stride": 4}),
 ):
