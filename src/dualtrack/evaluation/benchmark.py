@@ -419,6 +419,12 @@ def _validate(cfg: BenchmarkConfig, where: str) -> None:
     if bad_modes:
         raise ConfigError(f"{where}: evaluation.global_check.modes {bad_modes}; valid: {list(GLOBAL_MODES)}")
     if cfg.data.simulate is not None:
+        held_out = [x for x in (cfg.data.val, cfg.data.test) if isinstance(x, int)]
+        if cfg.data.splits is None and sum(held_out) >= cfg.data.simulate.subjects:
+            raise ConfigError(
+                f"{where}: data.val + data.test ({sum(held_out)} subjects) leave none of the "
+                f"{cfg.data.simulate.subjects} simulated subjects for training"
+            )
         cfg.data.simulate.protocol = str(cfg.data.simulate.protocol)
         if cfg.data.simulate.protocol not in ("2024", "2025", "both"):
             raise ConfigError(f"{where}: data.simulate.protocol must be 2024, 2025 or both")
