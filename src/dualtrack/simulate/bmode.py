@@ -149,8 +149,10 @@ class BModeRenderer:
         ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         centres = (ijk.to(torch.float64) + 0.5) * b
         local = torch.einsum("bji,bkj->bki", poses[:, :3, :3], centres[None] - poses[:, None, :3, 3])
-        reach = 0.5 * math.sqrt(3.0) * b + 0.5
-        mask = ((local - self._box_c).abs() <= self._box_h + reach).all(-1)
+        # separating axes of the slab: a cube's half extent along local axis a is b/2 sum_j |R_ja|;
+        # the margin covers surface scatterers projected slightly outside their brick
+        reach = 0.5 * b * poses[:, :3, :3].abs().sum(1) + 0.3
+        mask = ((local - self._box_c).abs() <= self._box_h + reach[:, None]).all(-1)
         keep = mask.any(0)
         return ijk[keep], mask[:, keep]
 
@@ -227,9 +229,9 @@ class BModeRenderer:
 
     def _splat(self, buf: torch.Tensor, b: int, local: torch.Tensor, amp: torch.Tensor) -> int:
         g = self.geom
+        keep = torch.nonzero(local[:, 2].abs() < g.elevation_half).flatten()
+        local, amp = local.index_select(0, keep), amp.index_select(0, keep)
         z = local[:, 2]
-        keep = z.abs() < g.elevation_half
-        local, amp, z = local[keep], amp[keep], z[keep]
         r, lat = g.beam_coords(local[:, 0], local[:, 1])
         gr = (r - g.r0) / g.dr
         gl = (lat - g.l0) / g.dl

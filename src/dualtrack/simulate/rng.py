@@ -20,7 +20,15 @@ import hashlib
 import numpy as np
 import torch
 
-__all__ = ["stable_seed", "stable_key32", "mix32", "hash_uniform", "hash_normal", "numpy_rng"]
+__all__ = [
+    "stable_seed",
+    "stable_key32",
+    "mix32",
+    "hash_uniform",
+    "hash_normal",
+    "hash_phasor_amplitude",
+    "numpy_rng",
+]
 
 _MASK = 0xFFFFFFFF
 _MUL = 0x45D9F3B
@@ -64,7 +72,19 @@ def hash_uniform(key_a: torch.Tensor, key_b: torch.Tensor, counter: torch.Tensor
 
 
 def hash_normal(key_a: torch.Tensor, key_b: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
-    """Standard normal numbers (Box-Muller on two hashed uniforms, counters ``2c`` and ``2c+1``)."""
-    u1 = hash_uniform(key_a, key_b, 2 * counter)
-    u2 = hash_uniform(key_a, key_b, 2 * counter + 1)
+    """Standard normal numbers (Box-Muller on the hashed uniforms of counters ``c`` and ``c + 1``)."""
+    u1 = hash_uniform(key_a, key_b, counter)
+    u2 = hash_uniform(key_a, key_b, counter + 1)
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * torch.pi) * u2)
+
+
+def hash_phasor_amplitude(key_a: torch.Tensor, key_b: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
+    """Real scatterer amplitudes with ``E a^2 = 1`` and ``E a^4 = 2``: Rayleigh magnitude, random sign
+    (counters ``c`` and ``c + 1``).
+
+    With these moments every scatterer's echo phasor ``a exp(-j 2 k0 r)`` has the fourth moment of a
+    circular complex Gaussian, which removes most of the finite-density excess kurtosis of the
+    speckle (Gaussian amplitudes have ``E a^4 = 3``)."""
+    u1 = hash_uniform(key_a, key_b, counter)
+    u2 = hash_uniform(key_a, key_b, counter + 1)
+    return torch.sqrt(-torch.log(u1)) * torch.where(u2 < 0.5, -1.0, 1.0)
