@@ -42,7 +42,9 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.root=/data")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: the config's output)")
     p.add_argument(
-        "--dry-run", action="store_true", help="prepare data and split, print the plan, train nothing"
+        "--dry-run",
+        action="store_true",
+        help="print what would be trained, resumed or reused; simulate, train and write nothing",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -51,7 +51,7 @@ import numpy as np
 import yaml
 
 from dualtrack import __version__
-from dualtrack.data import TusRecDataset
+from dualtrack.data import TusRecDataset, normalise_subject
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
 from dualtrack.evaluation.evaluate import compare, evaluate_model
 from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check, has_global_branch
@@ -706,12 +706,15 @@ class BenchmarkResult:
         return [j.key for j in self.plan.jobs if j.action == "reuse"]
 
 
-def _prepare_data(cfg: BenchmarkConfig, out: Path, progress: bool) -> Path:
+def _prepare_data(cfg: BenchmarkConfig, out: Path, progress: bool, dry_run: bool) -> tuple[Path, list[str]]:
+    """The dataset folder (simulated first when asked, except in a dry run) and its subject ids."""
     if cfg.data.simulate is not None:
         from dualtrack.simulate import simulate_dataset
 
         sim = cfg.data.simulate
         root = Path(cfg.data.root) if cfg.data.root else out / "data"
+        if dry_run:
+            return root, [normalise_subject(i) for i in range(sim.subjects)]
         log.info("simulating %d subjects (%s preset) into %s", sim.subjects, sim.preset, root)
         try:
             simulate_dataset(
@@ -720,14 +723,20 @@ def _prepare_data(cfg: BenchmarkConfig, out: Path, progress: bool) -> Path:
             )  # fmt: skip
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"data.simulate: {exc}") from None
-        return root
-    root = Path(cfg.data.root)
-    if not root.is_dir():
-        raise ConfigError(f"data.root: {root} is not a folder")
-    return root
+    else:
+        root = Path(cfg.data.root)
+        if not root.is_dir():
+            raise ConfigError(f"data.root: {root} is not a folder")
+    try:
+        return root, TusRecDataset(root).subjects
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"data.root: {exc}") from None
 
 
-def _make_splits(cfg: BenchmarkConfig, dataset: TusRecDataset, out: Path) -> tuple[Splits, Path]:
+def _make_splits(
+    cfg: BenchmarkConfig, subjects: list[str], root: Path, out: Path, write: bool
+) -> tuple[Splits, Path]:
+    """The benchmark's subject split, checked against (or saved as) ``<out>/splits.json``."""
     if cfg.data.splits:
         try:
             splits = load_splits(cfg.data.splits)
@@ -735,13 +744,9 @@ def _make_splits(cfg: BenchmarkConfig, dataset: TusRecDataset, out: Path) -> tup
             raise ConfigError(f"data.splits: {exc}") from None
     else:
         try:
-            splits = make_splits(
-                dataset.subjects, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.split_seed
-            )
+            splits = make_splits(subjects, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.split_seed)
         except ValueError as exc:
-            raise ConfigError(
-                f"data: cannot split the {len(dataset.subjects)} subjects of {dataset.root}: {exc}"
-            ) from None
+            raise ConfigError(f"data: cannot split the {len(subjects)} subjects of {root}: {exc}") from None
     path = out / "splits.json"
     if path.is_file():
         old = load_splits(path)
@@ -750,7 +755,7 @@ def _make_splits(cfg: BenchmarkConfig, dataset: TusRecDataset, out: Path) -> tup
                 f"{path} holds another subject split than this config gives (the runs in this folder were "
                 "trained on it); use another output folder or the same data section"
             )
-    else:
+    elif write:
         save_splits(path, splits)
     return splits, path
 
@@ -1102,7 +1107,8 @@ def run_benchmark(
     Args:
         cfg: the benchmark config.
         output: output folder (overrides ``cfg.output``).
-        dry_run: prepare data and split, resolve and print the plan, train and evaluate nothing.
+        dry_run: resolve the split and the plan (what would be trained, resumed or reused); simulate,
+            train, evaluate and write nothing.
         progress: progress bars of simulation and evaluation.
         argv: command line recorded in the training runs.
 
@@ -1119,19 +1125,16 @@ def run_benchmark(
     )
     out = cfg.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    root = _prepare_data(cfg, out, progress)
-    try:
-        dataset = TusRecDataset(root)
-        _ = dataset.scans
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"data.root: {exc}") from None
-    splits, splits_path = _make_splits(cfg, dataset, out)
-    scans = _eval_scans(cfg, dataset, splits)
+    root, subjects = _prepare_data(cfg, out, progress, dry_run)
+    splits, splits_path = _make_splits(cfg, subjects, root, out, write=not dry_run)
     plan = plan_benchmark(cfg, root, splits_path, splits)
     result = BenchmarkResult(out_dir=out, plan=plan)
-    _run_jobs(plan, splits, argv, dry_run)
     if dry_run:
+        _run_jobs(plan, splits, argv, dry_run=True)
         return result
+    dataset = TusRecDataset(root)
+    scans = _eval_scans(cfg, dataset, splits)  # before training: fails early without held-out scans
+    _run_jobs(plan, splits, argv, dry_run=False)
 
     device = _device(cfg.evaluation.device)
     eval_device = str(device or "auto")
