@@ -26,25 +26,18 @@ MODELS = ["dclnet", "two_frame_cnn", "monet", "hybrid_transformer", "global_only
 POSITIVE = ["GPE", "LPE", "FDR", "max_drift", "tusrec_GPE", "tusrec_LPE", "tusrec_GLE", "tusrec_LLE"]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dualtrack.simulate import simulate_dataset
-
-    root = tmp_path_factory.mktemp("bench_data")
-    return simulate_dataset(
-        root, 4, "tiny", scans=["LH_Par_L_DtP", "RH_Per_C_PtD"], num_frames=16, progress=False
-    )
+def settings(root: Path) -> list[str]:
+    """The tiny benchmark on the session's ``tiny_dataset`` (3 subjects: 1 train, 1 val, 1 test)."""
+    return ["data.simulate=null", f"data.root={root}", "data.val=1", "data.test=1"]
 
 
 @pytest.fixture(scope="module")
 def runs(
-    dataset: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[BenchmarkResult, BenchmarkResult, dict]:
     """The tiny benchmark run twice into the same folder (the second run must train nothing)."""
     out = tmp_path_factory.mktemp("bench_out")
-    cfg = load_benchmark_config(
-        "benchmark_tiny", ["data.simulate=null", f"data.root={dataset}", "data.test=2"]
-    )
+    cfg = load_benchmark_config("benchmark_tiny", settings(tiny_dataset))
     first = run_benchmark(cfg, out, progress=False)
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/last.pt")}
     second = run_benchmark(cfg, out, progress=False)
@@ -64,10 +57,10 @@ def test_table_structure_and_values(runs) -> None:
     assert [r["model"] for r in first.rows] == MODELS
     assert len(first.tables) == 8
     scans = set(first.tables["dualtrack"])
-    assert len(scans) == 4  # 2 held-out subjects x 2 scans
+    assert len(scans) == 2  # 1 held-out subject x 2 scans
     for row in first.rows:
         assert set(first.tables[row["model"]]) == scans  # every model on the same scans
-        assert row["n_scans"] == 4 and row["parameters"] > 0
+        assert row["n_scans"] == 2 and row["parameters"] > 0
         for metric in POSITIVE:
             value = row[f"{metric}_mean"]
             assert math.isfinite(value) and value > 0, (row["model"], metric, value)
@@ -122,7 +115,7 @@ def test_files_per_scan_wilcoxon_global_check_and_reports(runs) -> None:
         wil = list(csv.DictReader(fh))
     assert {r["model"] for r in wil} == set(MODELS) - {"dualtrack"}
     assert {r["metric"] for r in wil} >= {"GPE", "LPE", "FDR", "max_drift", "tusrec_GPE"}
-    assert all(0.0 < float(r["p_value"]) <= 1.0 and int(r["n"]) == 4 for r in wil)
+    assert all(0.0 < float(r["p_value"]) <= 1.0 and int(r["n"]) == 2 for r in wil)
     with open(out / "global_check.csv", newline="", encoding="utf-8") as fh:
         gc = list(csv.DictReader(fh))
     assert [(r["model"], r["mode"]) for r in gc] == [
@@ -163,25 +156,17 @@ def test_second_run_reuses_every_model(runs) -> None:
     assert strip(second.tables) == strip(first.tables)  # same weights, same scans -> same numbers
 
 
-def test_cli_dry_run_and_errors(runs, dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_dry_run_and_errors(runs, tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = runs[0].out_dir
-    args = [
-        "benchmark",
-        "benchmark_tiny",
-        "data.simulate=null",
-        f"data.root={dataset}",
-        "data.test=2",
-        "-o",
-        str(out),
-    ]
+    args = ["benchmark", "benchmark_tiny", *settings(tiny_dataset), "-o", str(out)]
     assert main([*args, "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert printed.count(" reuse ") == 8 and "dry run" in printed
     # another split than the one the runs were trained on is refused
-    assert main([*args[:4], "data.test=1", "-o", str(out), "--dry-run"]) == 2
+    assert main([*args[:6], "data.val=0", "-o", str(out), "--dry-run"]) == 2
     assert "another subject split" in capsys.readouterr().err
     # changed training settings of a finished run are refused, naming the setting
-    bad = [*args[:5], "train_overrides=[data.num_workers=0, runtime.progress=false, optim.lr=0.5]", *args[5:]]
+    bad = [*args[:6], "train_overrides=[data.num_workers=0, runtime.progress=false, optim.lr=0.5]", *args[6:]]
     assert main([*bad, "--dry-run"]) == 2
     assert "optim.lr" in capsys.readouterr().err
 
