@@ -67,6 +67,12 @@ def test_flip_maps_mirrored_pixels_consistently():
     np.testing.assert_allclose(augment.flip_transforms(flipped), local, atol=1e-12)
 
 
+def test_reverse_of_a_single_transition_gives_a_tensor_ready_array():
+    motion = geometry.params_to_matrix(np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]))
+    rev = augment.reverse_transforms(motion)
+    np.testing.assert_allclose(torch.as_tensor(rev).numpy(), geometry.invert(motion), atol=1e-12)
+
+
 def test_reverse_equals_poses_of_the_reversed_sweep():
     g = random_globals(9, seed=1)
     local = geometry.local_from_global(g)

@@ -55,7 +55,7 @@ from dualtrack.data import TusRecDataset, normalise_subject
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
 from dualtrack.evaluation.evaluate import compare, evaluate_model
 from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check, has_global_branch
-from dualtrack.training.config import ConfigError, TrainConfig, _coerce, config_to_dict, load_config
+from dualtrack.training.config import ConfigError, TrainConfig, coerce, config_to_dict, load_config
 from dualtrack.utils import atomic_write
 
 __all__ = [
@@ -328,7 +328,7 @@ def benchmark_config_from_dict(data: Mapping[str, Any], where: str = "benchmark 
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: must be a mapping, got {type(data).__name__}")
     try:
-        cfg = _coerce(dict(data), BenchmarkConfig, "")
+        cfg = coerce(dict(data), BenchmarkConfig, "")
     except ConfigError as exc:
         raise ConfigError(f"{where}: {str(exc).lstrip('.')}") from None
     _validate(cfg, where)

@@ -64,7 +64,7 @@ def flip_horizontal(frames: np.ndarray, local: np.ndarray) -> tuple[np.ndarray, 
 
 def reverse_transforms(local: np.ndarray) -> np.ndarray:
     """Motions of the reversed sequence: ``L'[k] = inv(L[T-2-k])``. Shapes ``(T-1, 4, 4)``."""
-    return geometry.invert(np.ascontiguousarray(np.asarray(local, dtype=np.float64)[::-1]))
+    return geometry.invert(np.asarray(local, dtype=np.float64)[::-1].copy())
 
 
 def reverse_sweep(frames: np.ndarray, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

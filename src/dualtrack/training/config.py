@@ -42,6 +42,7 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "coerce",
     "DataConfig",
     "ModelConfig",
     "SamplingConfig",
@@ -259,7 +260,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (converting ints to floats, lists to
     dataclasses); raise :class:`ConfigError` naming ``key`` on a mismatch."""
     origin = typing.get_origin(tp)
@@ -274,7 +275,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
@@ -285,7 +286,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}.{i}") for i, v in enumerate(value)]
+        return [coerce(v, args[0], f"{key}.{i}") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -343,7 +344,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             f"unknown key {prefix + '.' if prefix else ''}{unknown[0]!s} in {where}; "
             f"valid keys: {', '.join(fields)}"
         )
-    values = {k: _coerce(v, fields[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    values = {k: coerce(v, fields[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**values)
 
 
