@@ -8,8 +8,9 @@ For a batch of probe poses (image mm -> world), per frame:
 3. weight by the elevational beam ``exp(-z^2 / 2 sigma_el(r)^2)`` and apply the exact echo phase
    ``exp(-j 2 k0 r)`` of each scatterer;
 4. splat the complex values bilinearly onto the IQ grid (``index_add_``);
-5. (optional) add electronic noise, as random complex point sources scaled by ``1 / G`` so that
-   after the gain below it is flat before TGC and amplified by TGC;
+5. (optional) electronic noise: random complex point sources on a second IQ grid, blurred with
+   the same PSF and added after the attenuation gain and before TGC (flat before TGC, amplified
+   by TGC, independent per frame);
 6. separable in-plane PSF: Gaussian along ``r`` (convolution), per-row Gaussian along ``l``
    (FFT; exact depth-dependent lateral width, also in ``theta`` for the fan);
 7. envelope ``|IQ|``, times the gain ``G_att(r, l) TGC(r) / A_ref(r)``, where ``G_att`` is the
@@ -103,8 +104,8 @@ class BModeRenderer:
         np_per_db = 1.0 / (20.0 * math.log10(math.e))
         alpha_tgc = imaging.tgc_factor * _MEAN_TISSUE_ALPHA_DB * imaging.frequency_mhz / 86.86
         tgc = np.exp(np.minimum(2 * alpha_tgc * np.maximum(g.r_grid, 0), imaging.tgc_max_db * np_per_db))
-        self._row_gain = torch.tensor(tgc / a_ref, dtype=torch.float32, device=dev)
-        self._a_ref = torch.tensor(a_ref, dtype=torch.float32, device=dev)
+        self._tgc = torch.tensor(tgc, dtype=torch.float32, device=dev)
+        self._inv_a_ref = torch.tensor(1.0 / a_ref, dtype=torch.float32, device=dev)
         # coarse attenuation grid in beam coordinates (image mm, z = 0)
         nl_c, nr_c = preset.attenuation_grid
         rc = np.linspace(g.r_grid[0], g.r_grid[-1], nr_c)
@@ -217,13 +218,18 @@ class BModeRenderer:
             amp = all_amp.index_select(0, idx)
             n = self._splat(buf, b, local, amp)
             counts.append(n)
-        if self.imaging.noise_db is not None:
+        noise = self.imaging.noise_db is not None
+        if noise:
             if noise_keys is None or len(noise_keys) != bsz:
                 raise ValueError("render: noise is on, so one noise key per frame is required")
-            self._add_noise(buf, gain_c, noise_keys)
-        iq = self._psf(buf.view(2, bsz, nr, nl))
+            buf = torch.cat([buf, self._noise_sources(noise_keys)])
+        iq = self._psf(buf.view(-1, bsz, nr, nl))
         gain = F.interpolate(gain_c.to(dev), size=(nr, nl), mode="bilinear", align_corners=True)[:, 0]
-        env = torch.sqrt(iq[0] ** 2 + iq[1] ** 2) * gain * self._row_gain[None, :, None]
+        gain = gain * self._inv_a_ref[None, :, None]
+        re, im = iq[0] * gain, iq[1] * gain
+        if noise:  # electronic noise: after attenuation, before TGC
+            re, im = re + iq[2], im + iq[3]
+        env = torch.sqrt(re * re + im * im) * self._tgc[None, :, None]
         frames = self._display(env)
         return RenderOutput(frames=frames.cpu(), envelope=env if return_envelope else None, points=counts)
 
@@ -244,7 +250,10 @@ class BModeRenderer:
         _bilinear_add(buf, b, gr, gl, vals, g.nr, g.nl)
         return int(r.numel())
 
-    def _add_noise(self, buf: torch.Tensor, gain_c: torch.Tensor, noise_keys: list[int]) -> None:
+    def _noise_sources(self, noise_keys: list[int]) -> torch.Tensor:
+        """Electronic noise as random complex point sources splatted on the IQ grid, scaled so that
+        after the PSF its rms is ``10^(noise_db / 20)`` (the unit being unit-std tissue before
+        attenuation). Returns ``(2, B * nr * nl)``."""
         g, dev = self.geom, self.device
         bsz = len(noise_keys)
         n = int(_NOISE_POINTS_PER_CELL * g.nr * g.nl)
@@ -256,30 +265,26 @@ class BModeRenderer:
         gl = u[1] * (g.nl - 1 - 1e-3)
         rad = torch.sqrt(-torch.log(u[2]))  # |complex normal| with E|n|^2 = 1
         ph = (2 * math.pi) * u[3]
-        # attenuation gain at the noise points (bilinear in the coarse map)
-        grid = torch.stack([2 * gl / (g.nl - 1) - 1, 2 * gr / (g.nr - 1) - 1], -1)[:, None]
-        att = F.grid_sample(gain_c.to(dev), grid, mode="bilinear", align_corners=True)[:, 0, 0]
         row = gr.round().to(torch.int64)
         level = 10 ** (self.imaging.noise_db / 20.0)
-        scale = (
-            level * self._a_ref[row] / torch.sqrt(_NOISE_POINTS_PER_CELL * math.pi * self._sigma_rows[row])
-        )
-        mag = rad * scale / att.clamp(min=1e-6)
+        mag = rad * level / torch.sqrt(_NOISE_POINTS_PER_CELL * math.pi * self._sigma_rows[row])
         vals = torch.stack([mag * torch.cos(ph), mag * torch.sin(ph)])
+        out = torch.zeros(2, bsz * g.nr * g.nl, device=dev)
         fid = torch.arange(bsz, device=dev)[:, None].expand(bsz, n)
-        _bilinear_add(buf, fid.reshape(-1), gr.reshape(-1), gl.reshape(-1), vals.reshape(2, -1), g.nr, g.nl)
+        _bilinear_add(out, fid.reshape(-1), gr.reshape(-1), gl.reshape(-1), vals.reshape(2, -1), g.nr, g.nl)
+        return out
 
     def _psf(self, x: torch.Tensor) -> torch.Tensor:
-        """Axial convolution + per-row lateral Gaussian (FFT). ``(2, B, nr, nl)`` -> same shape."""
+        """Axial convolution + per-row lateral Gaussian (FFT). ``(C, B, nr, nl)`` -> same shape,
+        ``C`` = 2 (re, im) or 4 (signal and noise)."""
         nr, nl, h = self.geom.nr, self.geom.nl, self._pad_ax
         xp = F.pad(x, (0, 0, h, h))
         y = self._k_ax[h] * x
         for m in range(h):  # symmetric kernel: shift-and-add (fast on CPU and GPU)
             y = y + self._k_ax[m] * (xp[:, :, m : m + nr] + xp[:, :, 2 * h - m : 2 * h - m + nr])
-        x = y
-        spec = torch.fft.fft(torch.complex(x[0], x[1]), n=self._nfft, dim=-1)
-        out = torch.fft.ifft(spec * self._lat_mask, dim=-1)[..., :nl]
-        return torch.stack([out.real, out.imag])
+        c = torch.complex(y[0::2], y[1::2])
+        out = torch.fft.ifft(torch.fft.fft(c, n=self._nfft, dim=-1) * self._lat_mask, dim=-1)[..., :nl]
+        return torch.stack([out.real, out.imag], 1).reshape(x.shape)
 
     def _display(self, env: torch.Tensor) -> torch.Tensor:
         """Log compression, scan conversion and quantisation: ``(B, nr, nl)`` -> ``(B, H, W)`` uint8."""

@@ -115,9 +115,10 @@ class BrickPhantom:
 
     def surfaces(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], float, float]]:
         """Specular surfaces as ``(level-set function g(p) -> (N,), coherent amplitude, diffuse
-        amplitude std)``; ``g = 0`` on the surface, ``|grad g| ~ 1`` near it. The diffuse part is
-        weighted by ``0.2 + 0.8 n_z^2`` (``n_z``: the surface normal's Z component), so surfaces
-        facing up (towards the probe on the top of the arm) backscatter most."""
+        amplitude std)``; ``g = 0`` on the surface, ``|grad g| ~ 1`` near it. The coherent part is
+        weighted by ``n_z^2`` and the diffuse part by ``0.1 + 0.9 n_z^2`` (``n_z``: the Z component
+        of the surface normal), so surfaces facing up (towards a probe on the top of the arm)
+        backscatter most and walls parallel to the beams hardly at all."""
         return []
 
     def brick_maybe_occupied(self, centres: torch.Tensor) -> torch.Tensor:
@@ -205,7 +206,7 @@ class BrickPhantom:
             pts, nz = _project_to_level_set(g, pts)
             ok = g(pts).abs() < 1e-3
             rough = hash_normal(ka[bid], kb[bid], idx * 8 + 5)
-            amp = amplitude + diffuse * (0.2 + 0.8 * nz * nz) * rough
+            amp = amplitude * nz * nz + diffuse * (0.1 + 0.9 * nz * nz) * rough
             out_p.append(pts[ok])
             out_a.append(amp[ok])
             out_b.append(brick_ids[near[bid[ok]]])
