@@ -27,6 +27,12 @@ stopped (finished scans and stages are reused, an interrupted stage resumes exac
 training times add up over invocations. Evaluation and the inference timing run once training is
 complete and are kept in ``pipeline.json`` (``--redo-eval`` repeats them).
 
+**The whole Table 1 under the budget.** ``--all-models`` trains every model of ``--config`` (the four
+baselines too) the same way. Once it exits with 0, ``benchmarks/run_paper_table.py`` with the same
+``--config``, ``--preset``, ``--subjects``, ``--num-frames``, ``--seed``, ``--val``, ``--test``,
+``--epoch-scale``, ``--workers`` and ``--out`` reuses every run and only evaluates and writes the results
+page (the split is the same: both use ``make_splits`` with seed 0).
+
     # GPU machine, 10-minute commands: repeat until it exits with 0
     python benchmarks/run_dualtrack_pipeline.py --device cuda --preset small --subjects 16 \
         --epoch-scale 0.01 --budget-minutes 9 --out benchmark_output/pipeline_small
@@ -120,7 +126,10 @@ def simulate_until(root: Path, args: argparse.Namespace, deadline: Deadline) -> 
 
 
 def benchmark_config(args: argparse.Namespace, data_root: Path, splits_path: Path) -> BenchmarkConfig:
-    """``--config`` restricted to :data:`MODELS`, on ``data_root`` and the pinned split, for ``args.device``.
+    """``--config`` (only :data:`MODELS` unless ``--all-models``) on ``data_root`` and the pinned split.
+
+    The training overrides are those of ``benchmarks/run_paper_table.py`` for the same arguments, so the
+    runs made here are reused by it (and the other way round).
 
     Raises:
         ConfigError: the config lacks one of the models, or a bad config.
@@ -143,7 +152,8 @@ def benchmark_config(args: argparse.Namespace, data_root: Path, splits_path: Pat
     if args.config == "benchmark":
         overrides.append(f"data.local_crop=[{crop[0]}, {crop[1]}]")
     return dataclasses.replace(
-        cfg, models=[m for m in cfg.models if m.name in MODELS], data=data, train_overrides=overrides,
+        cfg, models=[m for m in cfg.models if args.all_models or m.name in MODELS], data=data,
+        train_overrides=overrides,
         output=str(args.out.resolve()), runs_dir=None,
     )  # fmt: skip
 
@@ -368,7 +378,7 @@ def pipeline_markdown(report: dict) -> str:
         for r in ev["rows"]:
             cells = " | ".join(f"{_fmt(r[f'{m}_mean'], 3)} ± {_fmt(r[f'{m}_std'], 3)}" for m in METRICS)
             p = ev["wilcoxon_gpe"].get(r["model"])
-            lines.append(f"| {r['label']} | {r['n_scans']} | {cells} | {_fmt(p, 3)} |")
+            lines.append(f"| {r['label']} | {r['n_scans']} | {cells} | {'–' if p is None else f'{p:.2g}'} |")
         lines += ["", "Global-branch check (GPE with the global input replaced, mm):", ""]
         lines += [
             "| Model | Global input | GPE | ΔGPE | p | Prediction change |",
@@ -424,6 +434,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--infer-chunk", type=int, default=256, help="frames per local CNN chunk (default 256)")
     p.add_argument("--infer-repeats", type=int, default=3, help="timed calls (default 3)")
     p.add_argument("--no-amp", action="store_true", help="time inference without autocast")
+    p.add_argument(
+        "--all-models", action="store_true",
+        help="train and evaluate every model of --config (the paper's whole Table 1) under the budget",
+    )  # fmt: skip
     p.add_argument("--skip-inference", action="store_true", help="do not time inference")
     p.add_argument("--redo-eval", action="store_true", help="evaluate and time inference again")
     p.add_argument("--out", type=Path, default=Path("benchmark_output/pipeline"), help="output folder")
