@@ -81,3 +81,9 @@ def test_refuses_non_empty_output(demo, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["demo", "--quick", "-o", str(demo.out_dir)]) == 1
     assert "not empty" in caplog.text
+
+
+def test_preset_too_small_for_the_plan(tmp_path):
+    with pytest.raises(ValueError, match="smaller than the 'cpu' plan's 96x128"):
+        run_demo(tmp_path / "out", preset="tiny")
+    assert not (tmp_path / "out").exists()

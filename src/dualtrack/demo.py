@@ -47,6 +47,7 @@ from dualtrack.evaluation.metrics import drift_curve, identity_errors, paper_met
 from dualtrack.inference import predict_trajectory
 from dualtrack.predict import predict_file
 from dualtrack.reconstruction import Volume, reconstruct_volume, write_nrrd, write_sequence_metafile
+from dualtrack.simulate.presets import get_preset
 from dualtrack.training.config import config_from_dict, config_to_dict, load_config
 from dualtrack.training.distributed import resolve_device
 from dualtrack.training.export import load_bundle
@@ -139,13 +140,13 @@ PLANS: dict[str, DemoPlan] = {
         lr=1e-3, recon_spacing_mm=0.5,
     ),
     "cpu": DemoPlan(
-        name="cpu", preset="small", subjects=6, val_subjects=1, test_subjects=1,
-        scans=("LH_Per_L_DtP", "LH_Par_C_PtD", "RH_Per_S_PtD"), num_frames=120, local_crop=(96, 128),
+        name="cpu", preset="small", subjects=12, val_subjects=1, test_subjects=2,
+        scans=("LH_Per_L_DtP", "LH_Par_C_PtD"), num_frames=96, local_crop=(96, 128),
         local_model=_SMALL_LOCAL, global_model=_SMALL_GLOBAL,
         fusion_model=dict(fusion_dim=64, fusion_layers=2, fusion_heads=4, fusion_ffn=128), global_stride=4,
-        clip_length=16, clips_per_scan=16, local_batch=4, local_epochs=(4, 2),
-        global_subset=24, global_batch=4, global_epochs=8, fusion_max_length=64, fusion_epochs=4,
-        lr=1e-3, recon_spacing_mm=0.3,
+        clip_length=16, clips_per_scan=8, local_batch=4, local_epochs=(16, 4),
+        global_subset=24, global_batch=4, global_epochs=20, fusion_max_length=64, fusion_epochs=10,
+        lr=5e-4, recon_spacing_mm=0.25,
     ),
     "cuda": DemoPlan(
         name="cuda", preset="tusrec", subjects=12, val_subjects=1, test_subjects=2,
@@ -154,8 +155,8 @@ PLANS: dict[str, DemoPlan] = {
         num_frames=300, local_crop=(256, 256),
         local_model=_MEDIUM_LOCAL, global_model=_MEDIUM_GLOBAL,
         fusion_model=dict(fusion_dim=256, fusion_layers=4, fusion_heads=8, fusion_ffn=512), global_stride=8,
-        clip_length=16, clips_per_scan=16, local_batch=16, local_epochs=(60, 15),
-        global_subset=64, global_batch=8, global_epochs=60, fusion_max_length=300, fusion_epochs=30,
+        clip_length=16, clips_per_scan=16, local_batch=16, local_epochs=(30, 10),
+        global_subset=64, global_batch=8, global_epochs=40, fusion_max_length=300, fusion_epochs=15,
         lr=3e-4, recon_spacing_mm=0.5,
     ),
 }
@@ -229,6 +230,10 @@ def _stage_config(base: str, plan: DemoPlan, *, root: Path, splits: Path, device
     data["data"].update(root=str(root), splits=str(splits), local_crop=list(plan.local_crop), num_workers=0,
                         cache_dir=str(root / ".dualtrack_cache"))
     data["optim"].update(lr=plan.lr, warmup_epochs=0)
+    # No flip / reverse / random-crop augmentation: a reversed sweep has the same speckle
+    # decorrelation but the opposite elevational motion, and in a few minutes of training the
+    # small models then learn nothing but the mean motion.
+    data["sampling"].update(flip=0.0, reverse=0.0, random_crop=False)
     data["runtime"].update(seed=seed, device=device, val_every=1, val_max_sweeps=4, log_every=5,
                            tensorboard=False, progress=plan.name != "quick")
     for section, values in updates.items():
@@ -330,28 +335,14 @@ def _table(tables: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[dict
     return rows
 
 
-def _common_grid(volumes: list[Volume]) -> list[np.ndarray]:
-    """Resample volumes with identity direction and equal spacing onto their union grid (display)."""
-    from scipy import ndimage
-
-    spacing = np.asarray(volumes[0].spacing, float)
-    lo = np.min([v.origin for v in volumes], axis=0)
-    hi = np.max([np.asarray(v.origin) + spacing * (np.asarray(v.shape_ijk) - 1) for v in volumes], axis=0)
-    size_ijk = np.ceil((hi - lo) / spacing - 1e-6).astype(int) + 1
-    out = []
-    for v in volumes:
-        offset_ijk = (lo - np.asarray(v.origin)) / spacing
-        out.append(ndimage.affine_transform(
-            np.asarray(v.data, np.float32), np.ones(3), offset=offset_ijk[::-1],
-            output_shape=tuple(size_ijk[::-1]), order=1, cval=0.0,
-        ))
-    return out
-
-
 def _pick_test_scan(tables: Mapping[str, Any]) -> str:
-    """A perpendicular sweep (cross-sections of the arm) if there is one, else the first."""
-    keys = sorted(tables["dualtrack"])
-    return next((k for k in keys if "_Per_" in k), keys[0])
+    """A typical test sweep for the figures: among the perpendicular sweeps (their frames are
+    cross-sections of the arm; all sweeps if there are none), the one with the median DualTrack
+    GPE (the lower middle one for an even count)."""
+    table = tables["dualtrack"]
+    keys = [k for k in sorted(table) if "_Per_" in k] or sorted(table)
+    ranked = sorted(keys, key=lambda k: table[k]["GPE"])
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def _figures(report_dir: Path, sweep: Any, poses: Mapping[str, np.ndarray], vols: dict[str, Volume],
@@ -374,13 +365,10 @@ def _figures(report_dir: Path, sweep: Any, poses: Mapping[str, np.ndarray], vols
             {METHODS[m]: drift_curve(g_gt, poses[m], sweep.shape, s_mat) for m in METHODS},
             report_dir / "drift.png", title=f"{key}: drift of the image centre", frame_rate_hz=20.0),
     }
-    same_grid = all(np.allclose(v.direction, np.eye(3)) for v in vols.values()) and np.allclose(
-        vols["predicted"].spacing, vols["true"].spacing)
-    pred_data, true_data = (_common_grid([vols["predicted"], vols["true"]]) if same_grid
-                            else (vols["predicted"], vols["true"]))
     figs["slices"] = report.plot_orthogonal_slices(
-        pred_data, true_data, report_dir / "slices.png", labels=("predicted trajectory", "true trajectory"),
-        title=f"{key}: volume compounded with the predicted vs the true trajectory (frame-0 axes)")
+        vols["predicted"], vols["true"], report_dir / "slices.png",
+        labels=("predicted trajectory", "true trajectory"),
+        title=f"{key}: volume compounded with the predicted vs the true trajectory")
     figs["boxplot"] = report.plot_boxplots(
         {METHODS[m]: tables[m] for m in METHODS} | {"identity": tables["identity"]}, "GPE",
         report_dir / "gpe_boxplot.png", title="GPE per test scan (5-point, paper definition)")
@@ -414,13 +402,20 @@ def run_demo(
 
     Raises:
         FileExistsError: ``out`` is not empty and ``overwrite`` is False.
-        ValueError: CUDA requested but not available, or an unknown preset.
+        ValueError: CUDA requested but not available, an unknown preset, or a preset whose frames
+            are smaller than the plan's model input crop.
     """
     t_start = time.perf_counter()
     dev = resolve_device(device)
     plan = PLANS["quick" if quick else ("cuda" if dev.type == "cuda" else "cpu")]
     if preset is not None:
         plan = dataclasses.replace(plan, preset=preset)
+    frame = get_preset(plan.preset)
+    if plan.local_crop[0] > frame.height or plan.local_crop[1] > frame.width:
+        raise ValueError(
+            f"the {plan.preset!r} preset's {frame.height}x{frame.width} frames are smaller than the "
+            f"{plan.name!r} plan's {plan.local_crop[0]}x{plan.local_crop[1]} model input crop"
+        )
     out = Path(out)
     _prepare_out(out, overwrite)
     timings: dict[str, float] = {}
@@ -498,7 +493,8 @@ def run_demo(
         "GLE/LLE: the official TUS-REC errors; TUS-REC score: mean of 1 - error / identity error "
         "(1 = perfect, 0 = no better than predicting no motion). The identity row is the trivial "
         "'no motion' prediction.",
-        f"Figures show test sweep {key}. Volumes (3D Slicer): {paths['predicted'].name}, "
+        f"Figures show test sweep {key} (of the perpendicular test sweeps, the one with the median "
+        f"DualTrack GPE). Volumes (3D Slicer): {paths['predicted'].name}, "
         f"{paths['true'].name} and the tracked sweep {sequence.name} in {vol_dir}.",
     ]
     images = [
@@ -507,8 +503,9 @@ def run_demo(
         ("The same sweep: true vs local-only model.", figs["trajectory_local"]),
         ("Drift of the image centre along the sweep (distance between predicted and true position).",
          figs["drift"]),
-        ("Central orthogonal slices of the volume compounded with the predicted (top) and the true (bottom) "
-         "trajectory, resampled onto one grid in frame-0 axes (same window).", figs["slices"]),
+        ("Central orthogonal slices of the volume compounded with the predicted (top) and with the true "
+         "(bottom) trajectory, each on its own grid in frame-0 axes (same grey window, same voxel size).",
+         figs["slices"]),
         ("GPE per test scan for each method (points = scans).", figs["boxplot"]),
     ]
     report_path = write_html_report(report_dir / "report.html", "dualtrack demo: short run on simulated data",
