@@ -168,6 +168,8 @@ def test_frames_need_spacing(data, weights, tmp_path):
     np.save(tmp_path / "stack.npy", np.asarray(data["sweep"].frames))
     with pytest.raises(ValueError, match="--spacing"):
         predict_file(tmp_path / "stack.npy", weights, tmp_path / "out")
+    with pytest.raises(ValueError, match="two positive numbers"):
+        predict_file(tmp_path / "stack.npy", weights, tmp_path / "out", spacing=(0.0, 0.3))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no frames found"):

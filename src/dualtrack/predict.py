@@ -193,10 +193,15 @@ def _read_frame(path: Path) -> np.ndarray:
     return _to_uint8(img, path)
 
 
-def _with_spacing(calib: Calibration, spacing: tuple[float, float], source: str) -> Calibration:
+def _check_spacing(spacing: tuple[float, float]) -> tuple[float, float]:
     sx, sy = (float(s) for s in spacing)
     if not (sx > 0 and sy > 0 and math.isfinite(sx) and math.isfinite(sy)):
         raise ValueError(f"spacing must be two positive numbers (mm per pixel), got {spacing}")
+    return sx, sy
+
+
+def _with_spacing(calib: Calibration, spacing: tuple[float, float], source: str) -> Calibration:
+    sx, sy = _check_spacing(spacing)
     if not np.allclose(calib.spacing, (sx, sy), rtol=1e-6):
         log.warning("using pixel spacing (%g, %g) mm instead of %s from %s", sx, sy, calib.spacing, source)
     scale = calib.scale.copy()
@@ -240,7 +245,7 @@ def load_scan(
             if spacing is not None:
                 calibration = _with_spacing(calibration, spacing, str(calib_file))
         elif spacing is not None:
-            calibration = _with_spacing(_identity_calibration(), spacing, "the default")
+            calibration = _spacing_calibration(spacing)
         else:
             raise FileNotFoundError(
                 f"no calib_matrix.csv found next to or above {scan}; pass --calib CSV or --spacing SX SY"
@@ -256,15 +261,17 @@ def load_scan(
         if spacing is not None:
             calibration = _with_spacing(calibration, spacing, str(calib_file))
     elif spacing is not None:
-        calibration = _with_spacing(_identity_calibration(), spacing, "the default")
+        calibration = _spacing_calibration(spacing)
     else:
         raise ValueError(f"{scan}: frames without a calibration need --spacing SX SY (mm per pixel)")
     name = scan.stem if scan.is_file() else scan.name
     return Sweep.from_arrays(frames, None, calibration, subject="000", name=name or "sweep"), False
 
 
-def _identity_calibration() -> Calibration:
-    return Calibration(scale=np.eye(4), image_to_tool=np.eye(4))
+def _spacing_calibration(spacing: tuple[float, float]) -> Calibration:
+    """Pixel scaling ``S = diag(sx, sy, 1, 1)`` and an identity image-to-tool ``C`` (unknown)."""
+    sx, sy = _check_spacing(spacing)
+    return Calibration(scale=np.diag([sx, sy, 1.0, 1.0]), image_to_tool=np.eye(4))
 
 
 # ------------------------------------------------------------------------------------ model

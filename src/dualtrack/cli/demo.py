@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dualtrack.training.config import ConfigError
-
 log = logging.getLogger(__name__)
 
 EPILOG = """\
@@ -51,7 +49,7 @@ def run(args) -> int:
     try:
         res = run_demo(args.output, device=args.device, preset=args.preset, overwrite=args.overwrite,
                        seed=args.seed, quick=args.quick)
-    except (FileExistsError, FileNotFoundError, ValueError, ConfigError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 1
     print()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dualtrack.training.config import ConfigError
-
 log = logging.getLogger(__name__)
 
 EPILOG = """\
@@ -65,7 +63,7 @@ def run(args) -> int:
             overwrite=args.overwrite, chunk_size=args.chunk_size, tusrec_metrics=args.tusrec_metrics,
             amp=args.amp,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, OSError, ConfigError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, OSError) as exc:
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return 1
     h, w = res.shape
