@@ -140,7 +140,7 @@ PLANS: dict[str, DemoPlan] = {
         lr=1e-3, recon_spacing_mm=0.5,
     ),
     "cpu": DemoPlan(
-        name="cpu", preset="small", subjects=12, val_subjects=1, test_subjects=2,
+        name="cpu", preset="small", subjects=16, val_subjects=1, test_subjects=2,
         scans=("LH_Per_L_DtP", "LH_Par_C_PtD"), num_frames=96, local_crop=(96, 128),
         local_model=_SMALL_LOCAL, global_model=_SMALL_GLOBAL,
         fusion_model=dict(fusion_dim=64, fusion_layers=2, fusion_heads=4, fusion_ffn=128), global_stride=4,
