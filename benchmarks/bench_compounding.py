@@ -21,9 +21,6 @@ Targets: 1500 frames 480 x 640 in < 60 s on a 2-core CPU and < 1 s on a GPU::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -32,39 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import PeakMemory, device_name, sync, timed, write_json
 from dualtrack.geometry import params_to_matrix
 from dualtrack.reconstruction.compounding import plan_grid, reconstruct_volume
-from dualtrack.utils import atomic_write
 
 SPACING = (0.229389190673828, 0.220979690551758)
-
-
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_sweep(n: int, h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,16 +56,6 @@ def synthetic_sweep(n: int, h: int, w: int, seed: int = 0) -> tuple[np.ndarray, 
     return frames, np.linalg.inv(g[0])[None] @ g
 
 
-def _timed(fn, dev: torch.device) -> float:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    start = time.perf_counter()
-    fn()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return time.perf_counter() - start
-
-
 def run(
     device: str, frames: int, height: int, width: int, spacing_mm: float, method: str,
     repeats: int, warmup: int,
@@ -108,38 +67,24 @@ def run(
     kw = dict(spacing_mm=spacing_mm, method=method, device=dev, memory_limit_gb=None)
     for _ in range(warmup):
         reconstruct_volume(x, g, SPACING, **kw)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        mem_method = "torch.cuda.max_memory_allocated - memory_allocated before"
-    else:
-        reset = _reset_peak_rss()
-        base_kb = _proc_status_kb("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        mem_method = "VmHWM - VmRSS before (clear_refs reset)" if reset else "ru_maxrss rise"
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    memory = PeakMemory(dev)
+    sync(dev)
     start = time.perf_counter()
     vol = reconstruct_volume(x, g, SPACING, **kw)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    sync(dev)
     times = [time.perf_counter() - start]
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev) - base
-    else:
-        peak_kb = _proc_status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = max(0, peak_kb - base_kb) * 1024
+    peak = memory.peak_bytes()
     covered = float((vol.weight > 0).mean())
     nonzero = float((vol.data > 0).mean())
     del vol
-    times += [_timed(lambda: reconstruct_volume(x, g, SPACING, **kw), dev) for _ in range(repeats - 1)]
-    no_fill = [_timed(lambda: reconstruct_volume(x, g, SPACING, fill_holes=False, **kw), dev)
+    times += [timed(lambda: reconstruct_volume(x, g, SPACING, **kw), dev) for _ in range(repeats - 1)]
+    no_fill = [timed(lambda: reconstruct_volume(x, g, SPACING, fill_holes=False, **kw), dev)
                for _ in range(repeats)]
     seconds = statistics.median(times)
     return {
         "benchmark": "reconstruct_volume (pixel-based compounding + hole filling)",
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": device_name(dev),
         "frames": frames,
         "shape": [height, width],
         "pixel_spacing_mm": list(SPACING),
@@ -156,7 +101,7 @@ def run(
         "fraction_voxels_hit": covered,
         "fraction_voxels_nonzero_after_fill": nonzero,
         "peak_extra_mb": peak / 2**20,
-        "memory_method": mem_method,
+        "memory_method": memory.method,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
@@ -186,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(
         args.device, args.frames, args.height, args.width, args.spacing, args.method, args.repeats, warmup
     )
-    with atomic_write(args.out) as tmp:
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(args.out, res)
     print(
         f"compounding {res['frames']} frames {args.height}x{args.width} ({args.method}) into "
         f"{'x'.join(map(str, res['grid_size_ijk']))} = {res['grid_mvox']:.1f} Mvox at {args.spacing} mm on "

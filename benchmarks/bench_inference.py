@@ -23,9 +23,6 @@ Scaled down on a CPU::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -34,44 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import PeakMemory, device_name, sync, write_json
 from dualtrack.inference import centre_crop_box, encode_chunked, predict_trajectory
 from dualtrack.models import create_model
-from dualtrack.utils import atomic_write
 
 SPACING = (0.229389190673828, 0.220979690551758)
-
-
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def _split_timing(model, frames: np.ndarray, dev: torch.device, chunk: int, crop, amp: bool) -> dict:
@@ -81,10 +45,10 @@ def _split_timing(model, frames: np.ndarray, dev: torch.device, chunk: int, crop
     index = torch.arange(len(frames), device=dev)[None]
     dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=amp):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         feats = encode_chunked(model, raw[:, y0 : y0 + h, x0 : x0 + w], chunk)
-        _sync(dev)
+        sync(dev)
         t1 = time.perf_counter()
         extra = {}
         stride = getattr(model, "global_stride", None)
@@ -94,7 +58,7 @@ def _split_timing(model, frames: np.ndarray, dev: torch.device, chunk: int, crop
                 "global_index": index[:, ::stride],
             }
         model.forward_encoded(feats, index=index, **extra)
-        _sync(dev)
+        sync(dev)
         t2 = time.perf_counter()
     return {"encoder_s": t1 - t0, "sequence_s": t2 - t1}
 
@@ -121,31 +85,19 @@ def run(
     )
     for _ in range(warmup):
         call()
-    if dev.type == "cuda":
-        _sync(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        method = "torch.cuda.max_memory_allocated - memory_allocated before"
-    else:
-        reset = _reset_peak_rss()
-        base_kb = _proc_status_kb("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        method = "VmHWM - VmRSS before (clear_refs reset)" if reset else "ru_maxrss rise"
+    memory = PeakMemory(dev)
     times = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
         pred = call()
         times.append(time.perf_counter() - start)
-    if dev.type == "cuda":
-        peak_bytes = torch.cuda.max_memory_allocated(dev) - base
-    else:
-        peak_kb = _proc_status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_bytes = max(0, peak_kb - base_kb) * 1024
+    peak_bytes = memory.peak_bytes()
     result = {
         "benchmark": "predict_trajectory full sweep",
         "model": model_name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": device_name(dev),
         "frames": frames,
         "shape": [height, width],
         "crop": list(crop) if crop else None,
@@ -156,7 +108,7 @@ def run(
         "seconds_all": times,
         "ms_per_frame": 1000.0 * statistics.median(times) / frames,
         "peak_memory_mb": peak_bytes / 2**20,
-        "memory_method": method,
+        "memory_method": memory.method,
         "finite_output": bool(np.isfinite(pred.global_).all()),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -198,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats,
         args.warmup,
     )
-    with atomic_write(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     split = result.get("split")
     extra = f" (encoder {split['encoder_s']:.3f} s, rest {split['sequence_s']:.3f} s)" if split else ""
     print(

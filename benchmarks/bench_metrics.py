@@ -14,9 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -25,8 +22,8 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from _common import PeakMemory, device_name, sync, write_json
 from dualtrack.evaluation.metrics import DEFAULT_MAX_BYTES, tusrec_metrics
-from dualtrack.utils import atomic_write
 
 SCALE = np.diag([0.229389190673828, 0.220979690551758, 1.0, 1.0])
 
@@ -51,34 +48,6 @@ def synthetic_scan(frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return g_gt, g_pred
 
 
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def run(device: str, frames: int, height: int, width: int, max_bytes: int) -> dict:
     """Time one all-pixel GPE+LPE evaluation and measure its peak extra memory."""
     dev = torch.device(device)
@@ -86,36 +55,23 @@ def run(device: str, frames: int, height: int, width: int, max_bytes: int) -> di
     shape = (height, width)
     # warm-up on a few frames (CUDA context, kernels, allocator)
     tusrec_metrics(g_gt[:4], g_pred[:4], shape, SCALE, device=dev, max_bytes=max_bytes)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        method = "torch.cuda.max_memory_allocated - memory_allocated before"
-    else:
-        reset = _reset_peak_rss()
-        base_kb = _proc_status_kb("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        method = "VmHWM - VmRSS before (clear_refs reset)" if reset else "ru_maxrss rise"
+    memory = PeakMemory(dev)
     start = time.perf_counter()
     res = tusrec_metrics(g_gt, g_pred, shape, SCALE, device=dev, max_bytes=max_bytes)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    sync(dev)
     seconds = time.perf_counter() - start
-    if dev.type == "cuda":
-        peak_bytes = torch.cuda.max_memory_allocated(dev) - base
-    else:
-        peak_kb = _proc_status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_bytes = max(0, peak_kb - base_kb) * 1024
+    peak_bytes = memory.peak_bytes()
     return {
         "benchmark": "tusrec_metrics all-pixel GPE+LPE",
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": device_name(dev),
         "frames": frames,
         "shape": [height, width],
         "max_bytes": max_bytes,
         "seconds": seconds,
         "ms_per_frame": 1000.0 * seconds / frames,
         "peak_extra_mb": peak_bytes / 2**20,
-        "memory_method": method,
+        "memory_method": memory.method,
         "GPE": res["GPE"],
         "LPE": res["LPE"],
         "torch": torch.__version__,
@@ -146,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames < 5:
         parser.error("--frames must be at least 5")
     result = run(args.device, args.frames, args.height, args.width, args.max_bytes)
-    with atomic_write(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(
         f"all-pixel GPE+LPE, {result['frames']} frames of {args.height}x{args.width} on {result['device']}: "
         f"{result['seconds']:.2f} s ({result['ms_per_frame']:.2f} ms/frame), "

@@ -22,40 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import cpu_name, proc_status_kb, reset_peak_rss, sync, write_json
 from dualtrack.simulate import BModeRenderer, get_preset, make_phantom, simulate_sweep
 from dualtrack.simulate.rng import numpy_rng, stable_seed
-from dualtrack.utils import atomic_write
 
 SCAN = "RH_Per_C_DtP"
-
-
-def _vm_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_preset(name: str, device: torch.device, frames: int | None) -> dict:
@@ -64,25 +41,25 @@ def bench_preset(name: str, device: torch.device, frames: int | None) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    _reset_peak()
-    rss0 = _vm_kb("VmRSS")
+    reset_peak_rss()
+    rss0 = proc_status_kb("VmRSS")
     phantom = make_phantom(0, 0, "RH", pr, device)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     sweep = simulate_sweep(0, 0, SCAN, pr, device=device, num_frames=n, phantom=phantom)
-    _sync(device)
+    sync(device)
     t_e2e = time.perf_counter() - t0
     imaging = pr.scan_imaging(numpy_rng(0, "000", SCAN, "imaging"))
     renderer = BModeRenderer(pr, imaging, device=device)
     points = []
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for a in range(0, n, pr.batch_size):
         b = min(n, a + pr.batch_size)
         keys = [stable_seed(0, "000", SCAN, "noise", i) for i in range(a, b)]
         out = renderer.render(phantom, sweep.poses[a:b], noise_keys=keys)
         points.extend(out.points)
-    _sync(device)
+    sync(device)
     t_render = time.perf_counter() - t0
     res = {
         "preset": name,
@@ -99,7 +76,7 @@ def bench_preset(name: str, device: torch.device, frames: int | None) -> dict:
     }
     if device.type == "cuda":
         res["peak_gpu_mem_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    hwm = _vm_kb("VmHWM")
+    hwm = proc_status_kb("VmHWM")
     if hwm is not None and rss0 is not None:
         res["peak_rss_rise_mb"] = (hwm - rss0) / 1024
     return res
@@ -116,7 +93,7 @@ def main() -> int:
     results = {
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -128,9 +105,7 @@ def main() -> int:
         results["presets"].append(res)
         print(json.dumps(res))
     results["load_average_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out) as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"written {args.out}")
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -28,10 +27,10 @@ from pathlib import Path
 
 import torch
 
+from _common import device_name, write_json
 from dualtrack.data import TusRecDataset
 from dualtrack.simulate import simulate_dataset
 from dualtrack.training.loop import prepare_run, train
-from dualtrack.utils import atomic_write
 
 UNITS = {"clip": "clips/s", "subset": "subsets/s", "sweep": "sweeps/s"}
 
@@ -129,9 +128,7 @@ def main() -> None:
         "preset": args.preset,
         "size": args.size,
         "device": args.device,
-        "device_name": torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else platform.processor(),
+        "device_name": device_name(torch.device(args.device)),
         "torch_threads": torch.get_num_threads(),
         "workers": args.workers,
         "scans": n_scans,
@@ -142,9 +139,7 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(args.out) as tmp_path:
-            tmp_path.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_inference  # noqa: E402
+from _common import write_json  # noqa: E402
 from dualtrack import __version__  # noqa: E402
 from dualtrack.data import TusRecDataset  # noqa: E402
 from dualtrack.data.splits import load_splits, make_splits, save_splits  # noqa: E402
@@ -397,8 +398,7 @@ def pipeline_markdown(report: dict) -> str:
 
 def write_reports(out: Path, report: dict) -> None:
     """``pipeline.json`` and ``pipeline.md`` (atomic)."""
-    with atomic_write(out / "pipeline.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(out / "pipeline.json", report)
     with atomic_write(out / "pipeline.md") as tmp:
         tmp.write_text(pipeline_markdown(report), encoding="utf-8")
 

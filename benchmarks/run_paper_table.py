@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from _common import cpu_name, write_json
 from dualtrack import __version__
 from dualtrack.evaluation.benchmark import load_benchmark_config, run_benchmark
 from dualtrack.simulate import get_preset
@@ -67,7 +68,7 @@ def _duration(seconds: float) -> str:
 def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.processor() or platform.machine()})"
+    return f"CPU ({cpu_name()})"
 
 
 def _section(summary: str, heading: str) -> str:
@@ -199,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": wall, "device": device_name(args.device), "torch": torch.__version__,
         "git": git_commit(), "nvidia_smi": _nvidia_smi(),
     }  # fmt: skip
-    with atomic_write(args.out / "paper_table.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(args.out / "paper_table.json", payload)
     print(result.files["table.md"].read_text(encoding="utf-8"))
     print(
         f"results page: {args.results_md}\nbenchmark output: {result.out_dir}\nwall time: {wall / 60:.1f} min"

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import cpu_name, write_json
 from dualtrack.simulate import (
     BModeRenderer,
     HomogeneousPhantom,
@@ -47,7 +46,6 @@ from dualtrack.simulate import (
 )
 from dualtrack.simulate.presets import FWHM_TO_SIGMA, ImagingSpec, SimPreset
 from dualtrack.simulate.rng import stable_seed
-from dualtrack.utils import atomic_write
 
 
 def validation_setup(cells: float = 20.0) -> tuple[SimPreset, ImagingSpec, float]:
@@ -310,7 +308,7 @@ def main() -> int:
     results: dict = {
         "conditions": {
             "torch_threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "load_average_start": os.getloadavg(),
             "scatterers_per_cell": 20,
             "density_per_mm3": density,
@@ -354,9 +352,7 @@ def main() -> int:
     results["checks"] = checks
     results["seconds"] = time.perf_counter() - t0
     results["conditions"]["load_average_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out) as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     print(f"written {args.out} ({results['seconds']:.0f} s)")
