@@ -69,18 +69,11 @@ class DualTrackFamily(TrajectoryModel):
 
     # -- forward ---------------------------------------------------------------------------------
     def _prepare(self, frames: torch.Tensor, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if frames.ndim != 4:
-            raise ValueError(f"{self.model_name}: frames must be (B, T, H, W), got {tuple(frames.shape)}")
-        if frames.shape[1] < 2:
-            raise ValueError(f"{self.model_name}: need at least 2 frames, got {frames.shape[1]}")
+        """Checked ``frames (B, T, H, W)`` in ``[0, 1]`` (uint8 divided by 255) and ``index (B, T)``."""
+        self.check_frames(frames)
         if not frames.is_floating_point():
             frames = frames.float() / 255.0
-        b, t = frames.shape[:2]
-        if index is None:
-            index = torch.arange(t, device=frames.device).expand(b, t)
-        elif tuple(index.shape) != (b, t):
-            raise ValueError(f"{self.model_name}: index must be (B, T) = {(b, t)}, got {tuple(index.shape)}")
-        return frames, index
+        return frames, self.check_index(index, frames)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, H, W)`` -> ``(B, T, D)`` per-frame features (exact under chunking with a halo of

@@ -36,7 +36,7 @@ _REGISTRY: dict[str, Callable[..., TrajectoryModel]] = {}
 
 
 class TrajectoryModel(nn.Module):
-    """Base class of all registered models: target normalisation buffers and the loss."""
+    """Base class of all registered models: target normalisation buffers, the loss, input checks."""
 
     temporal_receptive_field: int | None = None
 
@@ -63,6 +63,24 @@ class TrajectoryModel(nn.Module):
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """MSE between normalised predictions and targets, both ``(B, T-1, 6)``."""
         return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``frames`` is ``(B, T, H, W)`` with ``T >= 2``."""
+        name = self.model_name
+        if frames.ndim != 4:
+            raise ValueError(f"{name}: frames must be (B, T, H, W), got shape {tuple(frames.shape)}")
+        if frames.shape[1] < 2:
+            raise ValueError(f"{name}: need at least 2 frames per sequence, got T={frames.shape[1]}")
+
+    def check_index(self, index: torch.Tensor | None, frames: torch.Tensor) -> torch.Tensor:
+        """``index`` ``(B, T)`` as long on the frames' device (default ``arange(T)``), shape checked
+        against ``frames (B, T, H, W)``."""
+        b, t = frames.shape[:2]
+        if index is None:
+            return torch.arange(t, device=frames.device).expand(b, t)
+        if index.shape != (b, t):
+            raise ValueError(f"{self.model_name}: index must have shape {(b, t)}, got {tuple(index.shape)}")
+        return index.to(device=frames.device, dtype=torch.long)
 
 
 def register_model(name: str) -> Callable:

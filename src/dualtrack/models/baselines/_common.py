@@ -1,4 +1,4 @@
-"""Pieces shared by the baseline models: input checks, the correlation loss, frame-pair and
+"""Pieces shared by the baseline models: the correlation loss, frame-pair and
 video encoders, and a base class for "CNN features -> sequence model" baselines.
 
 Every encoder turns frames ``(B, T, H, W)`` in ``[0, 1]`` into one feature vector per
@@ -17,32 +17,12 @@ from dualtrack.models.registry import TrajectoryModel
 from dualtrack.models.resnet import resnet18_2d, resnet18_3d
 
 __all__ = [
-    "check_frames",
-    "check_index",
     "pearson_correlation_loss",
     "PairEncoder",
     "VideoEncoder",
     "SequenceBaseline",
     "build_encoder",
 ]
-
-
-def check_frames(frames: torch.Tensor, model: str) -> None:
-    """Raise ``ValueError`` unless ``frames`` is ``(B, T, H, W)`` with ``T >= 2``."""
-    if frames.ndim != 4:
-        raise ValueError(f"{model}: frames must be (B, T, H, W), got shape {tuple(frames.shape)}")
-    if frames.shape[1] < 2:
-        raise ValueError(f"{model}: need at least 2 frames per sequence, got T={frames.shape[1]}")
-
-
-def check_index(index: torch.Tensor | None, frames: torch.Tensor, model: str) -> torch.Tensor:
-    """Return ``index`` ``(B, T)`` long (default ``arange(T)``), validating its shape."""
-    b, t = frames.shape[:2]
-    if index is None:
-        return torch.arange(t, device=frames.device).expand(b, t)
-    if index.shape != (b, t):
-        raise ValueError(f"{model}: index must have shape {(b, t)}, got {tuple(index.shape)}")
-    return index.to(device=frames.device, dtype=torch.long)
 
 
 def pearson_correlation_loss(
@@ -148,8 +128,8 @@ class SequenceBaseline(TrajectoryModel):
         global_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, T, H, W)`` in ``[0, 1]`` -> ``(B, T-1, 6)``. ``global_*`` are ignored (no global branch)."""
-        check_frames(frames, self.model_name)
-        index = check_index(index, frames, self.model_name)
+        self.check_frames(frames)
+        index = self.check_index(index, frames)
         return self.decode(self.encoder(frames), index)
 
     @torch.no_grad()
@@ -169,10 +149,10 @@ class SequenceBaseline(TrajectoryModel):
         Returns:
             ``(1, N-1, 6)`` normalised 6-DoF of ``T_{i-1<-i}``.
         """
-        check_frames(frames, self.model_name)
+        self.check_frames(frames)
         if frames.shape[0] != 1:
             raise ValueError(f"{self.model_name}: predict_sweep takes one sweep (1, N, H, W)")
-        index = check_index(index, frames, self.model_name)
+        index = self.check_index(index, frames)
         n = frames.shape[1]
         step = max(1, int(chunk_size))
         halo = self.encoder.halo

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dualtrack.models.baselines._common import check_frames, pearson_correlation_loss
+from dualtrack.models.baselines._common import pearson_correlation_loss
 from dualtrack.models.registry import TrajectoryModel, register_model
 
 __all__ = ["ResNeXt3d", "DCLNet", "dclnet", "dclnet_tiny", "window_starts", "window_mean"]
@@ -195,7 +195,7 @@ class DCLNet(TrajectoryModel):
     ) -> torch.Tensor:
         """``frames (B, T, H, W)`` in ``[0, 1]`` -> ``(B, T-1, 6)``: per transition, the normalised mean
         motion of its window. ``index`` and ``global_*`` are ignored."""
-        check_frames(frames, self.model_name)
+        self.check_frames(frames)
         b, t, h, w = frames.shape
         windows = self._windows(frames)  # (B, W, N, H, W)
         nwin = windows.shape[1]
@@ -218,7 +218,7 @@ class DCLNet(TrajectoryModel):
         Returns:
             ``(1, N-1, 6)``: transition ``i`` gets the mean motion of the window centred on frame ``i``.
         """
-        check_frames(frames, self.model_name)
+        self.check_frames(frames)
         if frames.shape[0] != 1:
             raise ValueError(f"{self.model_name}: predict_sweep takes one sweep (1, N, H, W)")
         n, h, w = frames.shape[1:]

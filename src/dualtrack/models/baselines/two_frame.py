@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dualtrack.models.baselines._common import check_frames
 from dualtrack.models.baselines.efficientnet import EfficientNet, efficientnet_b1
 from dualtrack.models.registry import TrajectoryModel, register_model
 from dualtrack.models.resnet import resnet18_2d
@@ -69,7 +68,7 @@ class TwoFrameCNN(TrajectoryModel):
 
         ``index`` and ``global_*`` are accepted for the common contract and ignored.
         """
-        check_frames(frames, self.model_name)
+        self.check_frames(frames)
         b, t, h, w = frames.shape
         pairs = torch.stack([frames[:, :-1], frames[:, 1:]], dim=2).reshape(b * (t - 1), 2, h, w)
         out = self.head(self.dropout(self.backbone(pairs)))
@@ -88,7 +87,7 @@ class TwoFrameCNN(TrajectoryModel):
         Returns:
             ``(1, N-1, 6)`` normalised 6-DoF of ``T_{i-1<-i}``.
         """
-        check_frames(frames, self.model_name)
+        self.check_frames(frames)
         n = frames.shape[1]
         step = max(1, int(chunk_size))
         return torch.cat([self(frames[:, a - 1 : min(a + step, n)]) for a in range(1, n, step)], dim=1)
