@@ -38,6 +38,9 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "as_global_poses",
     "as_landmarks",
+    "check_frame_shape",
+    "check_scale",
+    "frames_per_chunk",
     "landmark_points",
     "point_errors",
     "paper_metrics",
@@ -95,6 +98,17 @@ def as_global_poses(x, name: str = "poses") -> torch.Tensor:
     return g
 
 
+def _check_transform_pair(x_gt, x_pred, caller: str, n: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x_gt``, ``x_pred`` as float64 CPU tensors of one ``(n, 4, 4)`` shape (``caller`` in errors)."""
+    gt = _as_cpu64(x_gt, "x_gt")
+    pred = _as_cpu64(x_pred, "x_pred")
+    if gt.shape != pred.shape or gt.ndim != 3 or gt.shape[-2:] != (4, 4):
+        raise ValueError(
+            f"{caller}: need equal ({n}, 4, 4) shapes, got {tuple(gt.shape)}, {tuple(pred.shape)}"
+        )
+    return gt, pred
+
+
 def _check_pair(g_gt, g_pred) -> tuple[torch.Tensor, torch.Tensor]:
     gt = as_global_poses(g_gt, "g_gt")
     pred = as_global_poses(g_pred, "g_pred")
@@ -103,14 +117,24 @@ def _check_pair(g_gt, g_pred) -> tuple[torch.Tensor, torch.Tensor]:
     return gt, pred
 
 
-def _check_scale(scale) -> torch.Tensor:
+def check_scale(scale) -> torch.Tensor:
+    """The ``(4, 4)`` pixel -> mm matrix ``S`` (numpy or torch) as a float64 CPU tensor.
+
+    Raises:
+        ValueError: not ``(4, 4)``.
+    """
     s = _as_cpu64(scale, "scale")
     if s.shape != (4, 4):
         raise ValueError(f"scale: expected the (4, 4) pixel->mm matrix S, got shape {tuple(s.shape)}")
     return s
 
 
-def _check_shape(shape) -> tuple[int, int]:
+def check_frame_shape(shape) -> tuple[int, int]:
+    """The frame shape ``(H, W)`` as two ints.
+
+    Raises:
+        ValueError: not two values, or one below 1.
+    """
     if len(shape) != 2 or int(shape[0]) < 1 or int(shape[1]) < 1:
         raise ValueError(f"shape: expected the frame shape (H, W) with H, W >= 1, got {tuple(shape)}")
     return int(shape[0]), int(shape[1])
@@ -176,7 +200,7 @@ def drift_curve(g_gt, g_pred, shape: tuple[int, int], scale):
         ``(N,)`` float64 drift in mm (``drift_0 = 0``).
     """
     gt, pred = _check_pair(g_gt, g_pred)
-    c = _centre(_check_shape(shape), _check_scale(scale))
+    c = _centre(check_frame_shape(shape), check_scale(scale))
     return _out(point_errors(gt, pred, c[None]), g_gt)
 
 
@@ -206,8 +230,8 @@ def paper_metrics(g_gt, g_pred, shape: tuple[int, int], scale) -> dict[str, floa
         ``{"GPE", "LPE", "FDR", "max_drift", "final_drift", "final_distance"}``.
     """
     gt, pred = _check_pair(g_gt, g_pred)
-    hw = _check_shape(shape)
-    s = _check_scale(scale)
+    hw = check_frame_shape(shape)
+    s = check_scale(scale)
     five = torch.as_tensor(image_points(hw, s.numpy(), "five"))
     gpe = point_errors(gt[1:], pred[1:], five).mean().item()
     lpe = point_errors(local_from_global(gt), local_from_global(pred), five).mean().item()
@@ -237,14 +261,24 @@ def paper_metrics(g_gt, g_pred, shape: tuple[int, int], scale) -> dict[str, floa
 # ----------------------------------------------------------------------------- official metrics
 
 
-def _chunk_size(num: int, pixels: int, chunk_frames: int | None, max_bytes: int) -> int:
+def frames_per_chunk(
+    num: int, pixels: int, chunk_frames: int | None, max_bytes: int, bytes_per_pixel: int = 8
+) -> int:
+    """Frames (transforms) per chunk of a per-pixel computation over ``num`` of them.
+
+    ``chunk_frames`` when given (at most ``num``), else as many as fit ``max_bytes`` at
+    ``bytes_per_pixel`` for each of the ``pixels`` pixels of a frame (at least 1).
+
+    Raises:
+        ValueError: ``chunk_frames < 1``, or ``max_bytes < 1`` when it is used.
+    """
     if chunk_frames is not None:
         if int(chunk_frames) < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         return min(int(chunk_frames), num)
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    return max(1, min(num, int(max_bytes) // (pixels * 8)))
+    return max(1, min(num, int(max_bytes) // (pixels * bytes_per_pixel)))
 
 
 def all_pixel_errors(
@@ -279,14 +313,9 @@ def all_pixel_errors(
     Returns:
         ``(M,)`` float64 mean pixel error per transform, in mm.
     """
-    gt = _as_cpu64(x_gt, "x_gt")
-    pred = _as_cpu64(x_pred, "x_pred")
-    if gt.shape != pred.shape or gt.ndim != 3 or gt.shape[-2:] != (4, 4):
-        raise ValueError(
-            f"all_pixel_errors: need equal (M, 4, 4) shapes, got {tuple(gt.shape)}, {tuple(pred.shape)}"
-        )
-    h, w = _check_shape(shape)
-    s = _check_scale(scale)
+    gt, pred = _check_transform_pair(x_gt, x_pred, "all_pixel_errors", "M")
+    h, w = check_frame_shape(shape)
+    s = check_scale(scale)
     dev = _default_device(device, x_gt)
     m = ((gt - pred) @ s)[:, :3][:, :, [0, 1, 3]]
     gram = m.transpose(1, 2) @ m
@@ -298,7 +327,7 @@ def all_pixel_errors(
     v = torch.arange(1, h + 1, dtype=torch.float64, device=dev)
     uv = v[:, None] * u[None, :]
     num = gt.shape[0]
-    chunk = _chunk_size(num, h * w, chunk_frames, max_bytes)
+    chunk = frames_per_chunk(num, h * w, chunk_frames, max_bytes)
     logger.debug("all_pixel_errors: %d transforms, %dx%d pixels, chunk %d on %s", num, h, w, chunk, dev)
     sums = []
     for start in range(0, num, chunk):
@@ -353,7 +382,7 @@ def landmark_points(landmarks: torch.Tensor, scale) -> torch.Tensor:
     """``(K, 4)`` float64 homogeneous image-mm points ``S (u, v, 0, 1)`` of validated landmarks."""
     f = landmarks[:, 0]
     hom = torch.stack([landmarks[:, 1], landmarks[:, 2], torch.zeros_like(f), torch.ones_like(f)], 1)
-    return hom.double() @ _check_scale(scale).T
+    return hom.double() @ check_scale(scale).T
 
 
 def landmark_errors(x_gt, x_pred, landmarks, scale, local: bool = False):
@@ -370,12 +399,7 @@ def landmark_errors(x_gt, x_pred, landmarks, scale, local: bool = False):
     Returns:
         ``(K,)`` float64 distances in mm (numpy if ``x_gt`` is numpy).
     """
-    gt = _as_cpu64(x_gt, "x_gt")
-    pred = _as_cpu64(x_pred, "x_pred")
-    if gt.shape != pred.shape or gt.ndim != 3 or gt.shape[-2:] != (4, 4):
-        raise ValueError(
-            f"landmark_errors: need equal (N, 4, 4) shapes, got {tuple(gt.shape)}, {tuple(pred.shape)}"
-        )
+    gt, pred = _check_transform_pair(x_gt, x_pred, "landmark_errors", "N")
     lm = as_landmarks(landmarks, gt.shape[0] + (1 if local else 0))
     idx = lm[:, 0] - 1 if local else lm[:, 0]
     q = landmark_points(lm, scale)
@@ -416,7 +440,7 @@ def tusrec_metrics(
         ``{"GPE", "LPE"}`` plus ``{"GLE", "LLE"}`` when landmarks are given (mm).
     """
     gt, pred = _check_pair(g_gt, g_pred)
-    hw = _check_shape(shape)
+    hw = check_frame_shape(shape)
     dev = _default_device(device, g_gt)
     kw = {"device": dev, "chunk_frames": chunk_frames, "max_bytes": max_bytes}
     lgt, lpred = local_from_global(gt), local_from_global(pred)

@@ -30,7 +30,15 @@ import numpy as np
 import torch
 
 from dualtrack.data.calibration import Calibration, read_calibration
-from dualtrack.evaluation.metrics import DEFAULT_MAX_BYTES, as_global_poses, as_landmarks, landmark_points
+from dualtrack.evaluation.metrics import (
+    DEFAULT_MAX_BYTES,
+    as_global_poses,
+    as_landmarks,
+    check_frame_shape,
+    check_scale,
+    frames_per_chunk,
+    landmark_points,
+)
 from dualtrack.geometry import local_from_global
 
 __all__ = ["Predictor", "PredictDdfs", "ddfs_from_poses", "make_predict_ddfs"]
@@ -104,12 +112,8 @@ def ddfs_from_poses(
         ``(N-1, 3, H*W)``, ``(3, K)`` in mm, pixels in ``frame.reshape(-1)`` order.
     """
     g = as_global_poses(global_poses, "global_poses")
-    s = torch.as_tensor(np.asarray(scale, dtype=np.float64))
-    if s.shape != (4, 4):
-        raise ValueError(f"scale: expected the (4, 4) pixel->mm matrix S, got shape {tuple(s.shape)}")
-    h, w = int(shape[0]), int(shape[1])
-    if h < 1 or w < 1:
-        raise ValueError(f"shape: expected (H, W) >= 1, got {tuple(shape)}")
+    s = check_scale(scale)
+    h, w = check_frame_shape(shape)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -117,12 +121,7 @@ def ddfs_from_poses(
         lm = torch.zeros((0, 3), dtype=torch.long)
     else:
         lm = as_landmarks(landmarks, len(g), (h, w))
-    if chunk_frames is None:
-        chunk = max(1, int(max_bytes) // (3 * h * w * 4))
-    elif int(chunk_frames) < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-    else:
-        chunk = int(chunk_frames)
+    chunk = frames_per_chunk(len(g) - 1, h * w, chunk_frames, max_bytes, bytes_per_pixel=3 * 4)
     local = local_from_global(g)
     logger.debug("ddfs_from_poses: %d frames of %dx%d, chunk %d on %s", g.shape[0], h, w, chunk, device)
     gp = _pixel_ddf(g[1:], (h, w), s, device, chunk)
