@@ -209,6 +209,15 @@ def _with_spacing(calib: Calibration, spacing: tuple[float, float], source: str)
     return Calibration(scale=scale, image_to_tool=calib.image_to_tool)
 
 
+def _calibration(calib_file: Path | None, spacing: tuple[float, float] | None) -> Calibration | None:
+    """The calibration read from ``calib_file`` (its pixel spacing replaced by ``spacing`` when
+    given), else one from ``spacing`` alone; None when neither is given."""
+    if calib_file is not None:
+        calibration = read_calibration(calib_file)
+        return _with_spacing(calibration, spacing, str(calib_file)) if spacing is not None else calibration
+    return _spacing_calibration(spacing) if spacing is not None else None
+
+
 def load_scan(
     scan: str | os.PathLike,
     *,
@@ -240,13 +249,8 @@ def load_scan(
         raise FileNotFoundError(f"calibration file not found: {calib_file}")
     if scan.is_file() and scan.suffix.lower() in H5_SUFFIXES:
         calib_file = calib_file or find_calibration(scan)
-        if calib_file is not None:
-            calibration = read_calibration(calib_file)
-            if spacing is not None:
-                calibration = _with_spacing(calibration, spacing, str(calib_file))
-        elif spacing is not None:
-            calibration = _spacing_calibration(spacing)
-        else:
+        calibration = _calibration(calib_file, spacing)
+        if calibration is None:
             raise FileNotFoundError(
                 f"no calib_matrix.csv found next to or above {scan}; pass --calib CSV or --spacing SX SY"
             )
@@ -256,13 +260,8 @@ def load_scan(
             log.warning("%s has tracker transforms but no calibration file: no metrics without C", scan)
         return sweep, has_gt
     frames = load_frames(scan)
-    if calib_file is not None:
-        calibration = read_calibration(calib_file)
-        if spacing is not None:
-            calibration = _with_spacing(calibration, spacing, str(calib_file))
-    elif spacing is not None:
-        calibration = _spacing_calibration(spacing)
-    else:
+    calibration = _calibration(calib_file, spacing)
+    if calibration is None:
         raise ValueError(f"{scan}: frames without a calibration need --spacing SX SY (mm per pixel)")
     name = scan.stem if scan.is_file() else scan.name
     return Sweep.from_arrays(frames, None, calibration, subject="000", name=name or "sweep"), False
