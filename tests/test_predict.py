@@ -71,8 +71,15 @@ def test_predict_writes_trajectory_and_metrics(data, weights, tmp_path):
     np.testing.assert_allclose(from_csv.local, traj.local, rtol=0, atol=1e-12)
 
     # the same poses as the library's inference with the export's crop
-    direct = predict_trajectory(load_model(weights), sweep, device="cpu", crop=tuple(CROP))
+    model = load_model(weights)
+    assert model.input_crop == tuple(CROP)
+    direct = predict_trajectory(model, sweep, device="cpu", crop=tuple(CROP))
     np.testing.assert_allclose(traj.global_, direct.global_, atol=1e-9)
+    # by default predict_trajectory uses the crop the loaded model was trained with
+    default = predict_trajectory(model, sweep, device="cpu")
+    np.testing.assert_allclose(default.global_, direct.global_, atol=1e-12)
+    whole = predict_trajectory(model, sweep, device="cpu", crop=None)
+    assert not np.allclose(whole.global_, direct.global_, atol=1e-6)
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     expected = paper_metrics(sweep.global_transforms(), traj.global_, sweep.shape, sweep.calibration.scale)

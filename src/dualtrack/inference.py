@@ -144,7 +144,7 @@ def predict_trajectory(
     spacing: tuple[float, float] | None = None,
     device: str | torch.device | None = None,
     chunk_size: int = 64,
-    crop: tuple[int, int] | None = None,
+    crop: tuple[int, int] | None | str = "model",
     amp: bool = False,
 ) -> TrajectoryPrediction:
     """Predict the trajectory of a whole sweep (see the module docstring for the method).
@@ -157,7 +157,9 @@ def predict_trajectory(
         spacing: ``(sx, sy)`` mm per pixel (overrides the sweep's own when given).
         device: e.g. ``"cuda"``; default: CUDA when available, else CPU.
         chunk_size: frames per chunk of the local CNN (larger = faster, more memory).
-        crop: centre crop ``(h, w)`` of the local input at full resolution, or ``None``.
+        crop: centre crop ``(h, w)`` of the local input at full resolution, ``None`` for the whole
+            frame, or ``"model"`` (default): the crop the model was trained with
+            (``model.input_crop``, set by :func:`dualtrack.training.load_model`; ``None`` when unset).
         amp: autocast (float16 on CUDA, bfloat16 on CPU).
 
     Returns:
@@ -171,6 +173,10 @@ def predict_trajectory(
         raise ValueError(f"predict_trajectory: need frames (N >= 2, H, W), got {tuple(frames.shape)}")
     n, height, width = frames.shape
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if crop == "model":
+        crop = getattr(model, "input_crop", None)
+    elif isinstance(crop, str):
+        raise ValueError(f"predict_trajectory: crop must be (h, w), None or 'model', got {crop!r}")
     y0, x0, h, w = centre_crop_box((height, width), crop)
 
     raw = frames.to(device)  # uint8 stays uint8 until here

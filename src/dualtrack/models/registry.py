@@ -39,6 +39,9 @@ class TrajectoryModel(nn.Module):
     """Base class of all registered models: target normalisation buffers, the loss, input checks."""
 
     temporal_receptive_field: int | None = None
+    input_crop: tuple[int, int] | None = None
+    """Centre crop ``(h, w)`` of the local input the model was trained with (set when weights are
+    loaded with :func:`dualtrack.training.load_model`); the default of ``predict_trajectory``."""
 
     def __init__(self) -> None:
         super().__init__()

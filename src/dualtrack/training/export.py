@@ -131,9 +131,11 @@ def load_bundle(
             f"{source}: the weights do not fit model {name!r} ({config}): {' '.join(first[:3])[:400]}"
         ) from None
     model.to(device).eval()
-    return LoadedModel(
+    bundle = LoadedModel(
         model=model, name=name, config=config, input=read_input_spec(source), source=Path(source)
     )
+    model.input_crop = bundle.crop  # predict_trajectory's default local-input crop
+    return bundle
 
 
 def load_model(path_or_run: str | os.PathLike, device: str | torch.device = "cpu") -> TrajectoryModel:
