@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from dualtrack.data.calibration import Calibration, write_calibration
 from dualtrack.evaluation.metrics import tusrec_metrics
-from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs
+from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs, model_predictor
 from dualtrack.geometry import global_from_tforms
 
 H, W = 6, 8
@@ -194,3 +194,26 @@ def test_cuda_matches_cpu():
     gpu = ddfs_from_poses(g, (H, W), SCALE, LANDMARKS, device="cuda", chunk_frames=5)
     for a, b in zip(cpu, gpu, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_model_predictor_submits_a_model_as_is(calib_file):
+    """A dualtrack model goes through the challenge signature unchanged: its DDFs equal those of
+    the library's own inference on the same scan (spacing taken from the calibration file)."""
+    from dualtrack.inference import predict_trajectory
+    from dualtrack.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("local_only_tiny").eval()
+    model.set_target_stats(torch.tensor([0.1, 0.2, 0.3, 0.5, -0.4, 0.2]), torch.tensor([1.0, 2, 1, 3, 2, 1]))
+    calib = Calibration(scale=np.diag([0.3, 0.25, 1.0, 1.0]), image_to_tool=np.eye(4))
+    path = calib_file(calib)
+    frames = np.random.default_rng(0).integers(0, 255, (9, 32, 40), dtype=np.uint8)
+    landmarks = np.array([[1, 1, 1], [8, 40, 32], [4, 20, 7]])
+    predict_ddfs = make_predict_ddfs(model_predictor(model, chunk_size=4))
+    got = predict_ddfs(frames, landmarks, path, device="cpu")
+    poses = predict_trajectory(model, frames, spacing=(0.3, 0.25), device="cpu").global_
+    expected = ddfs_from_poses(poses, (32, 40), calib.scale, landmarks, "cpu")
+    assert got[0].shape == (8, 3, 32 * 40) and got[1].shape == (3, 3)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.abs(got[0]).max() > 1e-3  # the model predicts motion, not identity

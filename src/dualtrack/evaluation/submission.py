@@ -41,7 +41,7 @@ from dualtrack.evaluation.metrics import (
 )
 from dualtrack.geometry import local_from_global
 
-__all__ = ["Predictor", "PredictDdfs", "ddfs_from_poses", "make_predict_ddfs"]
+__all__ = ["Predictor", "PredictDdfs", "ddfs_from_poses", "make_predict_ddfs", "model_predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +182,41 @@ def make_predict_ddfs(
         )
 
     return predict_ddfs
+
+
+def model_predictor(
+    weights: str | os.PathLike | torch.nn.Module,
+    *,
+    chunk_size: int = 256,
+    amp: bool = False,
+) -> Predictor:
+    """A :data:`Predictor` that runs a trained dualtrack model on the whole scan.
+
+    Args:
+        weights: a run folder, a checkpoint, an exported folder (``model.safetensors`` +
+            ``config.json``; loaded strictly with :func:`dualtrack.training.load_model`), or an
+            already loaded model.
+        chunk_size, amp: forwarded to :func:`dualtrack.inference.predict_trajectory`.
+
+    Returns:
+        ``predictor(frames, calibration, device) -> (N, 4, 4)`` global poses (corner-origin
+        image mm); the pixel spacing comes from the scan's calibration and the local-input crop
+        from the model.
+
+    Example (the challenge's ``predict_ddfs.py``, weights shipped in the docker image)::
+
+        from dualtrack.evaluation.submission import make_predict_ddfs, model_predictor
+        predict_ddfs = make_predict_ddfs(model_predictor("baseline_model/dualtrack_export"))
+    """
+    from dualtrack.inference import predict_trajectory
+    from dualtrack.training import load_model
+
+    model = weights if isinstance(weights, torch.nn.Module) else load_model(weights)
+
+    def predictor(frames: np.ndarray, calibration: Calibration, device: torch.device) -> np.ndarray:
+        pred = predict_trajectory(
+            model, frames, spacing=calibration.spacing, device=device, chunk_size=chunk_size, amp=amp
+        )
+        return pred.global_
+
+    return predictor
