@@ -99,7 +99,7 @@ def test_predict_refuses_to_overwrite(data, weights, tmp_path):
     assert (out / "trajectory.h5").stat().st_mtime_ns == before
     res = predict_file(data["train"], weights, out, overwrite=True, tusrec_metrics=True)
     tus = res.metrics["tusrec"]
-    assert set(tus) == {"GPE", "LPE", "GLE", "LLE"} or set(tus) == {"GPE", "LPE"}
+    assert set(tus) == {"GPE", "LPE", "GLE", "LLE"}  # landmarks found beside the scan
     assert all(np.isfinite(v) and v > 0 for v in tus.values())
     assert res.metrics["normalised"]["final_score"] < 1.0
 

@@ -12,9 +12,9 @@
   ``dualtrack reconstruct SCAN --poses OUT/trajectory.h5`` builds the volume from them.
 * ``metrics.json`` when the scan has ground truth (tracker transforms and a calibration): the
   DualTrack paper's metrics (5-point GPE/LPE, FDR, drift; :func:`~dualtrack.evaluation.paper_metrics`)
-  and, with ``tusrec_metrics=True``, the official all-pixel TUS-REC errors (GPE, LPE; no
-  landmark file is read, so GLE / LLE come from ``dualtrack evaluate``), the errors of the
-  identity prediction and the TUS-REC 2025 normalised scores.
+  and, with ``tusrec_metrics=True``, the official all-pixel TUS-REC errors (GPE, LPE, and GLE /
+  LLE when the dataset's landmark file has the scan), the errors of the identity prediction and
+  the TUS-REC 2025 normalised scores.
 
 Scans accepted (:func:`load_scan`):
 

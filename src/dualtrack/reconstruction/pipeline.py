@@ -16,6 +16,7 @@ import numpy as np
 
 from dualtrack.data import Calibration, LazyFrames, Sweep, read_calibration
 from dualtrack.data.sweep import open_h5
+from dualtrack.data.tusrec import LANDMARK_DIRS
 from dualtrack.reconstruction.compounding import Volume, reconstruct_volume
 from dualtrack.reconstruction.export import read_trajectory, write_nrrd, write_sequence_metafile
 
@@ -65,7 +66,9 @@ def open_scan_file(scan_path: str | os.PathLike, calibration: Calibration) -> Sw
     """Open one TUS-REC scan ``.h5`` (``frames`` and, if present, ``tforms``) as a lazy Sweep.
 
     ``tforms`` are read from the same file (train layout) or from the ``transfs/`` twin of a
-    ``frames/<sid>/<scan>.h5`` file (val/test layout).
+    ``frames/<sid>/<scan>.h5`` file (val/test layout). Landmarks come from the dataset's
+    ``landmarks/`` or ``landmark/`` folder (``landmark_<sid>.h5``, the scan's entry) when the file
+    sits in a TUS-REC layout and has one.
 
     Raises:
         FileNotFoundError / OSError: missing or unreadable file.
@@ -91,8 +94,27 @@ def open_scan_file(scan_path: str | os.PathLike, calibration: Calibration) -> Sw
             f"{frames.shape[0]} frames"
         )
     return Sweep(
-        subject=path.parent.name, name=path.stem, frames=frames, tforms=tforms, calibration=calibration
+        subject=path.parent.name,
+        name=path.stem,
+        frames=frames,
+        tforms=tforms,
+        calibration=calibration,
+        landmarks=_scan_landmarks(path),
     )
+
+
+def _scan_landmarks(scan_path: Path) -> np.ndarray | None:
+    """``(K, 3)`` landmarks of ``<root>/{frames_transfs|frames}/<sid>/<scan>.h5``, or ``None``."""
+    if scan_path.parent.parent.name not in ("frames_transfs", "frames"):
+        return None
+    root, sid = scan_path.parent.parent.parent, scan_path.parent.name
+    for folder in LANDMARK_DIRS:
+        candidate = root / folder / f"landmark_{sid}.h5"
+        if candidate.is_file():
+            with open_h5(candidate) as f:
+                if scan_path.stem in f:
+                    return np.asarray(f[scan_path.stem][()], dtype=np.int64)
+    return None
 
 
 def _spacing_attr(value: object, path: object) -> tuple[float, float] | None:
