@@ -74,22 +74,31 @@ def _read_export_config(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def read_weights(source: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
-    """``(model_name, model_config, state_dict)`` of a checkpoint file or an exported folder.
-
-    Raises:
-        FileNotFoundError / ValueError: missing or unreadable (the message names the path).
-    """
-    path = Path(source)
+def _read_source(
+    path: Path,
+) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """``(model_name, model_config, state_dict, input_spec)`` of a checkpoint file or an exported
+    folder, each file read once."""
     if _is_export(path):
         meta = _read_export_config(path)
         return (
             meta["model_name"],
             dict(meta.get("model_config", {})),
             load_file(str(path / "model.safetensors")),
+            dict(meta.get("input", {})),
         )
     ckpt = read_checkpoint(path)
-    return ckpt["model_name"], dict(ckpt["model_config"]), ckpt["model"]
+    return ckpt["model_name"], dict(ckpt["model_config"]), ckpt["model"], dict(ckpt.get("input") or {})
+
+
+def read_weights(source: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """``(model_name, model_config, state_dict)`` of a checkpoint file or an exported folder.
+
+    Raises:
+        FileNotFoundError / ValueError: missing or unreadable (the message names the path).
+    """
+    name, config, state, _ = _read_source(Path(source))
+    return name, config, state
 
 
 def read_input_spec(source: str | os.PathLike) -> dict[str, Any]:
@@ -116,7 +125,7 @@ def load_bundle(
             architecture (strict loading; the message names both sides).
     """
     source = find_checkpoint(path_or_run, "weights")
-    name, config, state = read_weights(source)
+    name, config, state, input_spec = _read_source(Path(source))
     if expected is not None and name != expected:
         raise ValueError(f"{source} holds a {name!r} model, expected {expected!r}")
     try:
@@ -132,7 +141,7 @@ def load_bundle(
         ) from None
     model.to(device).eval()
     bundle = LoadedModel(
-        model=model, name=name, config=config, input=read_input_spec(source), source=Path(source)
+        model=model, name=name, config=config, input=input_spec, source=Path(source)
     )
     model.input_crop = bundle.crop  # predict_trajectory's default local-input crop
     return bundle
