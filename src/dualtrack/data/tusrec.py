@@ -241,6 +241,15 @@ def _scan_files(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.h5") if not p.name.startswith("."))
 
 
+def find_landmark_file(root: str | os.PathLike, subject: str) -> Path | None:
+    """``<root>/{landmarks|landmark}/landmark_<subject>.h5`` (first found), ``None`` if absent."""
+    for folder in LANDMARK_DIRS:
+        path = Path(root) / folder / f"landmark_{subject}.h5"
+        if path.is_file():
+            return path
+    return None
+
+
 def read_dataset_keys(path: str | os.PathLike) -> list[str]:
     """Top-level keys of a ``dataset_keys.h5`` file, in file order."""
     with open_h5(path) as f:
@@ -314,11 +323,7 @@ class TusRecDataset:
 
     def landmark_path(self, subject: str) -> Path | None:
         """The subject's landmark file (``landmarks/`` or ``landmark/``), ``None`` if absent."""
-        for folder in LANDMARK_DIRS:
-            path = self.root / folder / f"landmark_{subject}.h5"
-            if path.is_file():
-                return path
-        return None
+        return find_landmark_file(self.root, subject)
 
     def num_frames(self, subject: str, name: str) -> int:
         """Frame count of a scan (reads only the file header)."""

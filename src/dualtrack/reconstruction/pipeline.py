@@ -15,17 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from dualtrack.data import Calibration, LazyFrames, Sweep, read_calibration
+from dualtrack.data.calibration import CALIBRATION_FILENAME
 from dualtrack.data.sweep import open_h5
-from dualtrack.data.tusrec import LANDMARK_DIRS
+from dualtrack.data.tusrec import FRAMES_DIR, TRAIN_DIR, TRANSFS_DIR, find_landmark_file
 from dualtrack.reconstruction.compounding import Volume, reconstruct_volume
 from dualtrack.reconstruction.export import read_trajectory, write_nrrd, write_sequence_metafile
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ReconstructionOptions", "find_calibration", "open_scan_file", "reconstruct_file"]
-
-CALIB_NAME = "calib_matrix.csv"
-
 
 @dataclass
 class ReconstructionOptions:
@@ -46,7 +44,7 @@ def find_calibration(scan_path: str | os.PathLike) -> Path | None:
     """``calib_matrix.csv`` next to the scan or up to three folders above it (the TUS-REC root)."""
     scan_path = Path(scan_path).resolve()
     for folder in list(scan_path.parents)[:4]:
-        candidate = folder / CALIB_NAME
+        candidate = folder / CALIBRATION_FILENAME
         if candidate.is_file():
             return candidate
     return None
@@ -55,8 +53,8 @@ def find_calibration(scan_path: str | os.PathLike) -> Path | None:
 def _sibling_tforms(scan_path: Path) -> Path | None:
     """For the val/test layout ``<root>/frames/<sid>/<scan>.h5``, the ``transfs`` twin if present."""
     parts = scan_path.resolve().parts
-    if len(parts) >= 3 and parts[-3] == "frames":
-        twin = Path(*parts[:-3], "transfs", *parts[-2:])
+    if len(parts) >= 3 and parts[-3] == FRAMES_DIR:
+        twin = Path(*parts[:-3], TRANSFS_DIR, *parts[-2:])
         if twin.is_file():
             return twin
     return None
@@ -105,16 +103,13 @@ def open_scan_file(scan_path: str | os.PathLike, calibration: Calibration) -> Sw
 
 def _scan_landmarks(scan_path: Path) -> np.ndarray | None:
     """``(K, 3)`` landmarks of ``<root>/{frames_transfs|frames}/<sid>/<scan>.h5``, or ``None``."""
-    if scan_path.parent.parent.name not in ("frames_transfs", "frames"):
+    if scan_path.parent.parent.name not in (TRAIN_DIR, FRAMES_DIR):
         return None
-    root, sid = scan_path.parent.parent.parent, scan_path.parent.name
-    for folder in LANDMARK_DIRS:
-        candidate = root / folder / f"landmark_{sid}.h5"
-        if candidate.is_file():
-            with open_h5(candidate) as f:
-                if scan_path.stem in f:
-                    return np.asarray(f[scan_path.stem][()], dtype=np.int64)
-    return None
+    path = find_landmark_file(scan_path.parent.parent.parent, scan_path.parent.name)
+    if path is None:
+        return None
+    with open_h5(path) as f:
+        return np.asarray(f[scan_path.stem][()], dtype=np.int64) if scan_path.stem in f else None
 
 
 def _spacing_attr(value: object, path: object) -> tuple[float, float] | None:
@@ -191,7 +186,7 @@ def reconstruct_file(
         calibration = Calibration(scale=np.diag([sx, sy, 1.0, 1.0]), image_to_tool=np.eye(4))
     else:
         raise FileNotFoundError(
-            f"no {CALIB_NAME} found next to or above {scan_path}; pass --calib "
+            f"no {CALIBRATION_FILENAME} found next to or above {scan_path}; pass --calib "
             f"(needed for the pixel size{' and the image-to-tool calibration' if ground_truth else ''})"
         )
     sweep = open_scan_file(scan_path, calibration)
@@ -199,7 +194,7 @@ def reconstruct_file(
         if sweep.tforms is None:
             raise ValueError(f"{scan_path}: no 'tforms' (tracker transforms) for --ground-truth")
         if calib_file is None:
-            raise FileNotFoundError(f"--ground-truth needs {CALIB_NAME} (pass --calib)")
+            raise FileNotFoundError(f"--ground-truth needs {CALIBRATION_FILENAME} (pass --calib)")
         poses = sweep.global_transforms()
         source = "tracker transforms (ground truth)"
     else:

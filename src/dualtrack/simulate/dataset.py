@@ -33,7 +33,15 @@ from dualtrack.data import (
     write_landmarks,
     write_scan,
 )
-from dualtrack.data.tusrec import read_dataset_keys
+from dualtrack.data.calibration import CALIBRATION_FILENAME
+from dualtrack.data.tusrec import (
+    DATASET_KEYS_FILENAME,
+    FRAMES_DIR,
+    LANDMARK_DIRS,
+    TRAIN_DIR,
+    TRANSFS_DIR,
+    read_dataset_keys,
+)
 from dualtrack.simulate.bmode import BModeRenderer
 from dualtrack.simulate.phantom import ForearmPhantom, ScatterSpec
 from dualtrack.simulate.presets import FWHM_TO_SIGMA, ImagingSpec, SimPreset, get_preset
@@ -245,7 +253,7 @@ def simulate_sweep(
 def _existing_landmarks(root: Path, subject: str) -> dict[str, np.ndarray]:
     """Landmarks already stored for a subject (kept when a later run adds other scans)."""
     out: dict[str, np.ndarray] = {}
-    for folder in ("landmarks", "landmark"):
+    for folder in LANDMARK_DIRS:
         path = root / folder / f"landmark_{subject}.h5"
         if path.is_file():
             with h5py.File(path, "r") as f:
@@ -255,8 +263,8 @@ def _existing_landmarks(root: Path, subject: str) -> dict[str, np.ndarray]:
 
 def _scan_done(root: Path, subject: str, scan: str, layout: str) -> bool:
     if layout == "train":
-        return (root / "frames_transfs" / subject / f"{scan}.h5").is_file()
-    return all((root / d / subject / f"{scan}.h5").is_file() for d in ("frames", "transfs"))
+        return (root / TRAIN_DIR / subject / f"{scan}.h5").is_file()
+    return all((root / d / subject / f"{scan}.h5").is_file() for d in (FRAMES_DIR, TRANSFS_DIR))
 
 
 def _scan_landmarks(
@@ -317,7 +325,7 @@ def simulate_dataset(
         if unknown:
             raise ValueError(f"scans {unknown} are not part of protocol {protocol!r}")
         names = [n for n in names if n in set(scans)]
-    write_calibration(root / "calib_matrix.csv", preset_calibration(pr))
+    write_calibration(root / CALIBRATION_FILENAME, preset_calibration(pr))
     jobs = [(sid, name) for sid in ids for name in names]
     bar = tqdm(total=len(jobs), desc=f"simulate ({pr.name})", unit="scan", disable=not progress)
     written = skipped = 0
@@ -341,7 +349,7 @@ def simulate_dataset(
         write_landmarks(root, sid, {**_existing_landmarks(root, sid), **marks}, layout=layout)
     bar.close()
     if layout == "test":
-        keys_file = root / "dataset_keys.h5"
+        keys_file = root / DATASET_KEYS_FILENAME
         old = [parse_dataset_key(k) for k in read_dataset_keys(keys_file)] if keys_file.is_file() else []
         write_dataset_keys(root, sorted(set(old) | set(jobs)))
     log.info("simulated dataset %s: %d scans written, %d already present", root, written, skipped)
