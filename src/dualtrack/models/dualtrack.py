@@ -402,7 +402,9 @@ class DualTrack(DualTrackFamily):
         frames, index = self._prepare(frames, index)
         if global_frames is None:
             global_frames, global_index = frames[:, :: self.global_stride], index[:, :: self.global_stride]
-        return super().forward(frames, index=index, global_frames=global_frames, global_index=global_index)
+        return self.forward_encoded(
+            self.encode_frames(frames), index=index, global_frames=global_frames, global_index=global_index
+        )
 
     def forward_encoded(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
         if global_frames is None or global_index is None:
