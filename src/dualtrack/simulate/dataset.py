@@ -201,6 +201,25 @@ def _landmarks(
     return np.array(sorted(chosen), dtype=np.int64)
 
 
+def _scan_imaging(pr: SimPreset, seed: int, subject: str, scan: str) -> ImagingSpec:
+    """The randomised imaging settings of one scan (its own random stream)."""
+    return pr.scan_imaging(numpy_rng(seed, subject, scan, "imaging"))
+
+
+def _sweep_landmarks(
+    seed: int,
+    subject: str,
+    scan: str,
+    pr: SimPreset,
+    phantom: ForearmPhantom,
+    geom: ProbeGeometry,
+    poses: np.ndarray,
+) -> np.ndarray:
+    """The landmarks ``(K, 3)`` of one scan: the preset's count for its protocol, own random stream."""
+    count = pr.landmarks_2025 if parse_scan(scan).protocol == "2025" else pr.landmarks_2024
+    return _landmarks(phantom, geom, poses, count, numpy_rng(seed, subject, scan, "landmarks"))
+
+
 def simulate_sweep(
     seed: int,
     subject: str | int,
@@ -236,7 +255,7 @@ def simulate_sweep(
         )
     poses = sweep_poses(seed, subject, scan, pr, num_frames, phantom)
     n = poses.shape[0]
-    imaging = pr.scan_imaging(numpy_rng(seed, subject, scan, "imaging"))
+    imaging = _scan_imaging(pr, seed, subject, scan)
     renderer = BModeRenderer(pr, imaging, device=device)
     frames = np.empty((n, pr.height, pr.width), np.uint8)
     for a in range(0, n, pr.batch_size):
@@ -245,8 +264,7 @@ def simulate_sweep(
         frames[a:b] = renderer.render(phantom, poses[a:b], noise_keys=keys).frames.numpy()
     calib = preset_calibration(pr)
     tforms = (poses @ np.linalg.inv(calib.image_to_tool)).astype(np.float32)
-    count = pr.landmarks_2025 if spec.protocol == "2025" else pr.landmarks_2024
-    lms = _landmarks(phantom, renderer.geom, poses, count, numpy_rng(seed, subject, scan, "landmarks"))
+    lms = _sweep_landmarks(seed, subject, scan, pr, phantom, renderer.geom, poses)
     return SimulatedSweep(subject, scan, frames, tforms, calib, lms, poses, imaging, pr.name)
 
 
@@ -272,11 +290,8 @@ def _scan_landmarks(
 ) -> np.ndarray:
     """Landmarks of a scan already on disk (recomputed from its trajectory, no rendering)."""
     poses = sweep_poses(seed, subject, scan, pr, num_frames, phantom)
-    imaging = pr.scan_imaging(numpy_rng(seed, subject, scan, "imaging"))
-    count = pr.landmarks_2025 if parse_scan(scan).protocol == "2025" else pr.landmarks_2024
-    return _landmarks(
-        phantom, ProbeGeometry(pr, imaging), poses, count, numpy_rng(seed, subject, scan, "landmarks")
-    )
+    geom = ProbeGeometry(pr, _scan_imaging(pr, seed, subject, scan))
+    return _sweep_landmarks(seed, subject, scan, pr, phantom, geom, poses)
 
 
 def simulate_dataset(
