@@ -486,9 +486,6 @@ class _Trainer:
                         loss_acc.zero_()
                         state.loss_count = 0
                         t_last, items_last = now, 0
-                    if self._checkpoint_due():
-                        state.loss_sum = loss_acc.item()
-                        self._save("last.pt", optimizer, scheduler)
                     stop = cfg.runtime.stop_after_steps
                     if stop is not None and state.step >= stop:
                         state.loss_sum = loss_acc.item()
@@ -498,6 +495,9 @@ class _Trainer:
                             state.step,
                         )
                         return False
+                    if self._checkpoint_due():
+                        state.loss_sum = loss_acc.item()
+                        self._save("last.pt", optimizer, scheduler)
                 state.epoch = epoch + 1
                 state.batches_done = 0
                 last_epoch = epoch + 1 == phase.epochs and state.phase == len(self.phases) - 1
