@@ -53,7 +53,7 @@ import yaml
 from dualtrack import __version__
 from dualtrack.data import TusRecDataset, normalise_subject
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
-from dualtrack.evaluation.evaluate import compare, evaluate_model
+from dualtrack.evaluation.evaluate import compare, evaluate_model, write_table
 from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check, has_global_branch
 from dualtrack.training.config import ConfigError, TrainConfig, coerce, config_to_dict, load_config
 from dualtrack.utils import atomic_write
@@ -893,13 +893,6 @@ def _csv_cell(v: Any) -> str:
     return str(v)
 
 
-def _write_per_scan(path: Path, table: Mapping[str, Mapping[str, float]]) -> Path:
-    """Same format as :func:`dualtrack.evaluation.evaluate.write_results` (readable by ``read_table``)."""
-    metrics = list(dict.fromkeys(m for row in table.values() for m in row))
-    rows = [{"scan": k, **table[k]} for k in sorted(table)]
-    return _write_csv(path, rows, ["scan", *metrics])
-
-
 def _wilcoxon(
     cfg: BenchmarkConfig, tables: Mapping[str, Mapping[str, Mapping[str, float]]]
 ) -> list[dict[str, Any]]:
@@ -1152,9 +1145,7 @@ def run_benchmark(
             progress=progress,
         )  # fmt: skip
         result.tables[m.name] = evaluation.table
-        result.files[f"per_scan/{m.name}"] = _write_per_scan(
-            out / "per_scan" / f"{m.name}.csv", evaluation.table
-        )
+        result.files[f"per_scan/{m.name}"] = write_table(out / "per_scan" / f"{m.name}.csv", evaluation.table)
         eval_device = evaluation.info.get("device", str(device))
 
     result.rows = _table_rows(cfg, result.tables, params)

@@ -48,6 +48,7 @@ __all__ = [
     "select_scans",
     "evaluate_model",
     "summarise",
+    "write_table",
     "write_results",
     "read_table",
     "compare",
@@ -189,6 +190,23 @@ def summarise(table: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, f
     return out
 
 
+def write_table(path: str | os.PathLike, table: Mapping[str, Mapping[str, float]]) -> Path:
+    """Write a per-scan table as CSV (atomically): a ``scan`` column, then one column per metric
+    (empty where a scan lacks it), rows sorted by scan key; readable by :func:`read_table`.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    metrics = list(dict.fromkeys(m for row in table.values() for m in row))
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["scan", *metrics])
+        for key, row in sorted(table.items()):
+            writer.writerow([key, *(repr(float(row[m])) if m in row else "" for m in metrics)])
+    return path
+
+
 def write_results(evaluation: Evaluation, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``metrics.csv`` (one row per scan) and ``summary.json`` into ``out_dir``.
 
@@ -197,13 +215,7 @@ def write_results(evaluation: Evaluation, out_dir: str | os.PathLike) -> tuple[P
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = list(dict.fromkeys(m for row in evaluation.table.values() for m in row))
-    csv_path = out / "metrics.csv"
-    with atomic_write(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["scan", *metrics])
-        for key, row in sorted(evaluation.table.items()):
-            writer.writerow([key, *(repr(float(row[m])) if m in row else "" for m in metrics)])
+    csv_path = write_table(out / "metrics.csv", evaluation.table)
     json_path = out / "summary.json"
     payload = {**evaluation.info, "num_scans": len(evaluation.table), "metrics": evaluation.summary}
     with atomic_write(json_path) as tmp:
