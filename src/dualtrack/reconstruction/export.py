@@ -46,6 +46,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dualtrack import geometry
 from dualtrack.reconstruction.compounding import Volume, as_scale_matrix
 from dualtrack.utils import atomic_write
 
@@ -96,9 +97,10 @@ def _check_rigid(matrix: np.ndarray, name: str) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (4, 4):
         raise ValueError(f"{name} must be (4, 4), got {m.shape}")
-    r = m[:3, :3]
-    if not np.allclose(r.T @ r, np.eye(3), atol=1e-6) or not np.allclose(m[3], [0, 0, 0, 1]):
-        raise ValueError(f"{name} must be a rigid transform (orthonormal rotation, last row 0 0 0 1)")
+    if not geometry.is_rigid(m, atol=1e-6):
+        raise ValueError(
+            f"{name} must be a rigid transform (orthonormal rotation with det +1, last row 0 0 0 1)"
+        )
     return m
 
 
