@@ -416,6 +416,7 @@ def predict_file(
     out = _check_output_dir(out_dir, overwrite)
     sweep, has_gt = load_scan(scan, calib=calib, spacing=spacing)
     bundle = load_weights(weights, device)
+    dev = resolve_device(device)
     need = min_frames(bundle.model)
     if sweep.num_frames < need:
         raise ValueError(
@@ -433,7 +434,7 @@ def predict_file(
              scan, sweep.num_frames, *sweep.shape, bundle.name, bundle.source)
     frames = np.asarray(sweep.frames)
     t0 = time.perf_counter()
-    pred = predict_trajectory(bundle.model, frames, spacing=sweep.spacing, device=resolve_device(device),
+    pred = predict_trajectory(bundle.model, frames, spacing=sweep.spacing, device=dev,
                               chunk_size=chunk_size, crop=crop, amp=amp)
     seconds = time.perf_counter() - t0
     log.info("predicted %d poses in %.2f s", sweep.num_frames, seconds)
@@ -453,7 +454,7 @@ def predict_file(
     if has_gt:
         errors = sweep_metrics(
             sweep.global_transforms(), pred.global_, sweep.shape, sweep.calibration.scale,
-            landmarks=sweep.landmarks, tusrec=tusrec_metrics, device=str(resolve_device(device)),
+            landmarks=sweep.landmarks, tusrec=tusrec_metrics, device=str(dev),
         )
         metrics = _finite_or_none({
             "scan": str(scan),
