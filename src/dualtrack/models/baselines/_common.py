@@ -18,6 +18,7 @@ from dualtrack.models.resnet import resnet18_2d, resnet18_3d
 
 __all__ = [
     "pearson_correlation_loss",
+    "frame_pairs",
     "PairEncoder",
     "VideoEncoder",
     "SequenceBaseline",
@@ -57,6 +58,13 @@ def pearson_correlation_loss(
     return ((1.0 - r) * valid).sum() / valid.sum().clamp_min(1.0)
 
 
+def frame_pairs(frames: torch.Tensor) -> torch.Tensor:
+    """Consecutive frames stacked as 2 channels: ``(B, T, H, W) -> (B*(T-1), 2, H, W)``, pair
+    ``b*(T-1) + i-1`` = frames ``i-1`` and ``i`` of sequence ``b``."""
+    b, t, h, w = frames.shape
+    return torch.stack([frames[:, :-1], frames[:, 1:]], dim=2).reshape(b * (t - 1), 2, h, w)
+
+
 class PairEncoder(nn.Module):
     """2D ResNet-18 on consecutive frame pairs stacked as 2 channels (Prevost et al. 2018 input).
 
@@ -71,9 +79,8 @@ class PairEncoder(nn.Module):
         self.num_features = self.backbone.num_features
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t, h, w = frames.shape
-        pairs = torch.stack([frames[:, :-1], frames[:, 1:]], dim=2).reshape(b * (t - 1), 2, h, w)
-        return self.backbone(pairs).reshape(b, t - 1, -1)
+        b, t = frames.shape[:2]
+        return self.backbone(frame_pairs(frames)).reshape(b, t - 1, -1)
 
 
 class VideoEncoder(nn.Module):

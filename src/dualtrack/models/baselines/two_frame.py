@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dualtrack.models.baselines._common import frame_pairs
 from dualtrack.models.baselines.efficientnet import EfficientNet, efficientnet_b1
 from dualtrack.models.registry import TrajectoryModel, register_model
 from dualtrack.models.resnet import resnet18_2d
@@ -69,9 +70,8 @@ class TwoFrameCNN(TrajectoryModel):
         ``index`` and ``global_*`` are accepted for the common contract and ignored.
         """
         self.check_frames(frames)
-        b, t, h, w = frames.shape
-        pairs = torch.stack([frames[:, :-1], frames[:, 1:]], dim=2).reshape(b * (t - 1), 2, h, w)
-        out = self.head(self.dropout(self.backbone(pairs)))
+        b, t = frames.shape[:2]
+        out = self.head(self.dropout(self.backbone(frame_pairs(frames))))
         return out.reshape(b, t - 1, 6)
 
     @torch.no_grad()
