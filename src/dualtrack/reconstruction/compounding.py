@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dualtrack.geometry import image_points
+from dualtrack.geometry import image_points, transform_points
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,11 @@ class Volume:
 
     def index_to_reference(self, ijk: np.ndarray) -> np.ndarray:
         """Voxel indices ``(P, 3)`` in ``(i, j, k)`` order -> reference mm ``(P, 3)``."""
-        a = self.affine
-        return np.asarray(ijk, float) @ a[:3, :3].T + a[:3, 3]
+        return transform_points(self.affine, np.asarray(ijk, float))
 
     def reference_to_index(self, points: np.ndarray) -> np.ndarray:
         """Reference mm ``(P, 3)`` -> continuous voxel indices ``(P, 3)`` in ``(i, j, k)`` order."""
-        a = np.linalg.inv(self.affine)
-        return np.asarray(points, float) @ a[:3, :3].T + a[:3, 3]
+        return transform_points(np.linalg.inv(self.affine), np.asarray(points, float))
 
 
 @dataclass(frozen=True)
@@ -200,7 +198,7 @@ def plan_grid(
     spacing = _spacing3(spacing_mm)
     corners = image_points(shape, s_mat, "corners")  # (4, 3) pixel centres of the corner pixels
     g = np.asarray(poses, dtype=np.float64)
-    pts = (corners[None] @ g[:, :3, :3].transpose(0, 2, 1) + g[:, None, :3, 3]).reshape(-1, 3)
+    pts = transform_points(g, corners).reshape(-1, 3)
     direction = np.eye(3) if frame == "first" else _obb_axes(pts)
     local = pts @ direction
     lo, hi = local.min(0), local.max(0)
