@@ -306,9 +306,8 @@ def read_nrrd(path: str | os.PathLike, *, reference_to_ras: np.ndarray = IMAGE_M
 # ------------------------------------------------------------------------ PLUS sequence metafile
 
 
-_ZERO_TO_ONE_BASED = np.array(
-    [[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-)
+_ZERO_TO_ONE_BASED = geometry.translation_matrix((1.0, 1.0, 0.0))
+"""0-based pixel ``(i, j, 0, 1)`` -> TUS-REC 1-based pixel ``(u, v, 0, 1) = (i + 1, j + 1, 0, 1)``."""
 
 
 def image_to_reference_matrices(
