@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, seeding."""
+"""Small shared helpers: atomic writes."""
 
 from __future__ import annotations
 
