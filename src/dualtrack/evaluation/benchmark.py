@@ -917,7 +917,10 @@ def _wilcoxon(
 
 
 def _global_check(cfg: BenchmarkConfig, dataset: TusRecDataset, scans: Sequence[tuple[str, str]],
-                  bundles: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:  # fmt: skip
+                  bundles: Mapping[str, Any], baselines: Mapping[str, dict[str, np.ndarray]],
+                  ) -> tuple[list[dict[str, Any]], str]:  # fmt: skip
+    """Rows of the global-branch check; ``baselines`` holds the main evaluation's unmodified
+    predictions ``{model: {scan_key: (N, 4, 4)}}`` where they can stand in for the check's own."""
     spec = cfg.evaluation.global_check
     if not spec.enabled:
         return [], "disabled in the config"
@@ -937,7 +940,7 @@ def _global_check(cfg: BenchmarkConfig, dataset: TusRecDataset, scans: Sequence[
             raise ConfigError(f"evaluation.global_check.models: {name!r} has no separate global branch")
         res = global_branch_check(
             b.model, sweeps, modes=modes, label=name, seed=spec.seed, device=_device(cfg.evaluation.device),
-            chunk_size=cfg.evaluation.chunk_size, crop=b.crop,
+            chunk_size=cfg.evaluation.chunk_size, crop=b.crop, baseline=baselines.get(name),
         )  # fmt: skip
         rows += res.rows
     return rows, ""
@@ -1131,7 +1134,10 @@ def run_benchmark(
 
     device = _device(cfg.evaluation.device)
     eval_device = str(device or "auto")
-    bundles, params = {}, {}
+    bundles, params, baselines = {}, {}, {}
+    # The global check predicts without autocast; the evaluation's predictions are its unmodified
+    # baseline only when they were made the same way.
+    keep_poses = cfg.evaluation.global_check.enabled and not cfg.evaluation.amp
     for m in cfg.models:
         try:
             bundles[m.name] = load_bundle(plan.weights[m.name])
@@ -1142,9 +1148,10 @@ def run_benchmark(
         evaluation = evaluate_model(
             bundles[m.name].model, dataset, scans, crop=bundles[m.name].crop, device=device,
             chunk_size=cfg.evaluation.chunk_size, amp=cfg.evaluation.amp, tusrec=cfg.evaluation.tusrec,
-            progress=progress,
+            progress=progress, keep_poses=keep_poses,
         )  # fmt: skip
         result.tables[m.name] = evaluation.table
+        baselines[m.name] = evaluation.poses
         result.files[f"per_scan/{m.name}"] = write_table(out / "per_scan" / f"{m.name}.csv", evaluation.table)
         eval_device = evaluation.info.get("device", str(device))
 
@@ -1169,7 +1176,7 @@ def run_benchmark(
         tmp.write_text(header + table_md, encoding="utf-8")
     result.files["table.md"] = out / "table.md"
 
-    result.global_check, gc_note = _global_check(cfg, dataset, scans, bundles)
+    result.global_check, gc_note = _global_check(cfg, dataset, scans, bundles, baselines)
     result.files["global_check.csv"] = _write_csv(
         out / "global_check.csv", result.global_check,
         ["model", "mode", "n_scans", "GPE", "LPE", "FDR", "max_drift", "delta_GPE", "delta_LPE", "delta_FDR",

@@ -71,10 +71,13 @@ class Evaluation:
         table: ``{scan_key: {metric: value}}`` (paper metrics, ``frames``, ``seconds`` and, with
             TUS-REC metrics, ``tusrec_GPE`` ... ``final_score``).
         info: model name, weights, data folder, split and device.
+        poses: ``{scan_key: (N, 4, 4)}`` predicted global poses (corner-origin image mm), kept only
+            when :func:`evaluate_model` is asked to (``keep_poses``).
     """
 
     table: dict[str, dict[str, float]]
     info: dict[str, Any] = field(default_factory=dict)
+    poses: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def summary(self) -> dict[str, dict[str, float]]:
@@ -115,6 +118,7 @@ def evaluate_model(
     amp: bool = False,
     tusrec: bool = False,
     progress: bool = False,
+    keep_poses: bool = False,
 ) -> Evaluation:
     """Predict and score every scan.
 
@@ -126,12 +130,14 @@ def evaluate_model(
         device, chunk_size, amp: passed to ``predict_trajectory``.
         tusrec: also compute the official all-pixel / landmark errors and the normalised score.
         progress: show a progress bar.
+        keep_poses: keep every scan's predicted global poses in :attr:`Evaluation.poses`.
 
     Returns:
         :class:`Evaluation` (``seconds`` is the prediction time of each scan, without loading).
     """
     dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     table: dict[str, dict[str, float]] = {}
+    poses: dict[str, np.ndarray] = {}
     for subject, name in tqdm(scans, desc="evaluating", disable=not progress, leave=False):
         sweep = dataset.load(subject, name)
         if not sweep.has_tforms:
@@ -157,9 +163,13 @@ def evaluate_model(
             row.update({f"tusrec_{k}": v for k, v in errors.items()})
             row.update(normalised_score(errors, ident))
         table[sweep.key] = row
+        if keep_poses:
+            poses[sweep.key] = pred.global_
     if not table:
         raise ValueError(f"{dataset.root}: none of the {len(scans)} scans has ground truth to evaluate")
-    return Evaluation(table=table, info={"data": str(dataset.root), "device": str(dev), "crop": crop})
+    return Evaluation(
+        table=table, info={"data": str(dataset.root), "device": str(dev), "crop": crop}, poses=poses
+    )
 
 
 def summarise(table: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
