@@ -261,6 +261,18 @@ def test_rotation_landmarks_go_to_landmarks_folder(tmp_path):
     assert path == tmp_path / "landmarks" / "landmark_051.h5"
 
 
+def test_rewriting_landmarks_replaces_the_existing_file_in_place(tmp_path):
+    """A later write (e.g. 2024 scans added to a 2025 test folder) must not leave a stale copy in
+    the other landmark folder, which readers would find first."""
+    write_landmarks(tmp_path, 51, {"LH_rotation": [[3, 4, 5]]}, layout="test")
+    merged = {"LH_rotation": [[3, 4, 5]], "LH_Par_C_DtP": [[2, 6, 7]]}
+    path = write_landmarks(tmp_path, 51, merged, layout="test")
+    assert path == tmp_path / "landmarks" / "landmark_051.h5"
+    assert not (tmp_path / "landmark").exists()
+    with h5py.File(path, "r") as f:
+        assert sorted(f.keys()) == ["LH_Par_C_DtP", "LH_rotation"]
+
+
 # ---------------------------------------------------------------------------------- writers
 
 

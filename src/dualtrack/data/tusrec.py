@@ -504,8 +504,10 @@ def write_landmarks(
         mapping: ``{scan name: (K, 3) int (frame index 0-based, x 1-based column, y 1-based row)}``.
             Landmarks must not lie on frame 0 (the official metric uses frames 1..N-1).
         layout: ``"train"`` or ``"test"``.
-        folder: landmark folder name; default ``"landmarks"`` for the train layout and for
-            TUS-REC 2025 rotation scans, ``"landmark"`` for other val/test data (the 2024 name).
+        folder: landmark folder name; default: the folder that already holds this subject's
+            file (it is replaced in place, so readers never see a stale second copy), else
+            ``"landmarks"`` for the train layout and for TUS-REC 2025 rotation scans,
+            ``"landmark"`` for other val/test data (the 2024 name).
 
     Returns:
         The file written.
@@ -513,7 +515,10 @@ def write_landmarks(
     root = Path(root)
     subject = normalise_subject(subject)
     _check_layout(root, layout)
-    if folder is None:
+    existing = find_landmark_file(root, subject)
+    if folder is None and existing is not None:
+        folder = existing.parent.name
+    elif folder is None:
         rotation = all(n in SCAN_NAMES_2025 for n in mapping)
         folder = "landmarks" if layout == "train" or (mapping and rotation) else "landmark"
     if folder not in LANDMARK_DIRS:
