@@ -117,6 +117,9 @@ def test_nrrd_errors(tmp_path):
         write_nrrd(tmp_path / "y.nrrd", small_volume(), space="XYZ")
     with pytest.raises(ValueError, match="rigid"):
         write_nrrd(tmp_path / "y.nrrd", small_volume(), reference_to_ras=np.diag([2.0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="rigid"):  # a mirror would silently flip the volume
+        write_nrrd(tmp_path / "y.nrrd", small_volume(), reference_to_ras=np.diag([-1.0, 1, 1, 1]))
+    assert not (tmp_path / "y.nrrd").exists()
 
 
 def _expected_image_to_ref(g: np.ndarray, sp) -> np.ndarray:
