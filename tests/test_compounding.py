@@ -165,8 +165,8 @@ def test_memory_limit_error_names_size_and_a_spacing_that_fits():
         reconstruct_volume(frames, g, SP, spacing_mm=0.25, memory_limit_gb=limit)
     msg = str(info.value)
     assert "Mvox" in msg and "0.25 mm" in msg and "GB" in msg
-    suggested = float(re.search(r"spacing of at least ([0-9.]+) mm", msg).group(1))
-    assert suggested > 0.25
+    suggested = float(re.search(r"spacing_mm >= ([0-9.]+)", msg).group(1))
+    assert suggested == pytest.approx(info.value.suggested_spacing, abs=0.005) and suggested > 0.25
     vol = reconstruct_volume(frames, g, SP, spacing_mm=suggested, memory_limit_gb=limit)
     assert vol.data.size > 0
     with pytest.raises(VolumeTooLargeError, match="max_voxels=1000"):

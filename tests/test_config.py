@@ -78,8 +78,19 @@ def test_overrides_convert_types_and_reach_lists_and_model_kwargs():
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")) as err:
         load_config("tiny_local", [override])
+    # the error quotes the override as typed and says it came from the command line, not the file
+    text = str(err.value)
+    assert f"command-line override {override!r}" in text and "tiny_local.yaml" not in text
+
+
+def test_a_bad_value_in_the_file_still_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("extends: tiny_local\nsampling:\n  batch_size: 1.5\n")
+    with pytest.raises(ConfigError, match="expected an integer") as err:
+        load_config(path, ["optim.lr=1e-3"])
+    assert str(path) in str(err.value) and "command-line" not in str(err.value)
 
 
 def test_unknown_key_in_yaml_lists_valid_keys(tmp_path):

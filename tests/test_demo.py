@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from dualtrack.cli import main
-from dualtrack.demo import DEMO_LABEL, OUTPUT_ENTRIES, format_summary, run_demo
+from dualtrack.demo import DEMO_LABEL, OUTPUT_ENTRIES, findings, format_summary, results_markdown, run_demo
 from dualtrack.evaluation.evaluate import read_table
 from dualtrack.reconstruction.export import read_nrrd, read_sequence_metafile, read_trajectory
 
@@ -38,7 +37,9 @@ def test_outputs_exist(demo):
 
 def test_metrics_table_is_finite_and_positive(demo):
     rows = {row["method"]: row for row in demo.table}
-    assert set(rows) == {"DualTrack (demo)", "local-only (stage 1)", "identity (no motion)"}
+    assert set(rows) == {
+        "DualTrack (demo)", "local-only (stage 1)", "global-only (stage 2)", "identity (no motion)"
+    }
     for row in rows.values():
         assert row["test scans"] >= 1
         for col in PAPER + OFFICIAL:
@@ -75,15 +76,47 @@ def test_html_report(demo):
     assert "not the paper" in text and str(demo.report) in text and "DualTrack (demo)" in text
 
 
-def test_refuses_non_empty_output(demo, caplog):
+def test_refuses_non_empty_output(demo, capsys):
     with pytest.raises(FileExistsError, match="--overwrite"):
         run_demo(demo.out_dir, quick=True)
-    with caplog.at_level(logging.ERROR):
-        assert main(["demo", "--quick", "-o", str(demo.out_dir)]) == 1
-    assert "not empty" in caplog.text
+    capsys.readouterr()
+    assert main(["demo", "--quick", "-o", str(demo.out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "not empty" in err and "Traceback" not in err
 
 
 def test_preset_too_small_for_the_plan(tmp_path):
     with pytest.raises(ValueError, match="smaller than the 'cpu' plan's 96x128"):
         run_demo(tmp_path / "out", preset="tiny")
     assert not (tmp_path / "out").exists()
+
+
+def _rows(dual: float, local: float, glob: float, ident: float) -> list[dict]:
+    labels = ("DualTrack (demo)", "local-only (stage 1)", "global-only (stage 2)", "identity (no motion)")
+    return [{"method": m, "GPE (mm)": v, "test scans": 4} for m, v in zip(labels, (dual, local, glob, ident),
+                                                                          strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("gpes", "expected"),
+    [
+        ((2.84, 2.98, 17.1, 14.0), ["no better than predicting no motion", "no clear difference"]),
+        ((2.0, 3.0, 17.1, 14.0), ["no better than predicting no motion", "fusion stage's extra training"]),
+        ((2.0, 3.0, 9.0, 14.0), ["beats predicting no motion", "consistent with global context helping"]),
+        ((3.5, 3.0, 9.0, 14.0), ["beats predicting no motion", "hurt"]),
+    ],
+)
+def test_findings_follow_the_numbers(gpes, expected):
+    text = " ".join(findings(_rows(*gpes)))
+    for needle in expected:
+        assert needle in text
+    assert f"{gpes[0]:.3g} vs {gpes[1]:.3g} mm" in text
+
+
+def test_summary_md_is_generated_from_summary_json(demo):
+    summary = json.loads((demo.out_dir / "summary.json").read_text())
+    assert (demo.out_dir / "summary.md").read_text() == results_markdown(summary)
+    assert summary["findings"] == findings(demo.table)
+    assert summary["machine"]["torch_threads"] >= 1
+    html_text = demo.report.read_text()
+    assert "What this run shows" in html_text

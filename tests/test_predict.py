@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import h5py
 import numpy as np
@@ -183,16 +182,16 @@ def test_frames_need_spacing(data, weights, tmp_path):
         predict_file(empty, weights, tmp_path / "out", spacing=(0.3, 0.3))
 
 
-def test_cli(data, weights, tmp_path, capsys, caplog):
+def test_cli(data, weights, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["predict", str(data["train"]), "--weights", str(weights), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "16 frames 48x64" in printed and "GPE" in printed and str(out / "trajectory.h5") in printed
-    with caplog.at_level(logging.ERROR):
-        assert main(["predict", str(data["train"]), "--weights", str(weights), "-o", str(out)]) == 1
-    assert "exists and is not empty" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.ERROR):
-        argv = ["predict", str(tmp_path / "missing.h5"), "--weights", str(weights), "-o", str(out) + "2"]
-        assert main(argv) == 1
-    assert "scan not found" in caplog.text
+    assert main(["predict", str(data["train"]), "--weights", str(weights), "-o", str(out)]) == 1
+    assert "exists and is not empty" in capsys.readouterr().err
+    argv = ["predict", str(tmp_path / "missing.h5"), "--weights", str(weights), "-o", str(out) + "2"]
+    assert main(argv) == 1
+    assert "scan not found" in capsys.readouterr().err
+    # a bad flag value is a usage error (exit 2), named in the flag's own words
+    assert main([*argv[:-1], str(out) + "3", "--chunk-size", "0"]) == 2
+    assert "--chunk-size must be >= 1" in capsys.readouterr().err

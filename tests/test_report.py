@@ -12,6 +12,7 @@ import pytest
 from dualtrack.geometry import params_to_matrix
 from dualtrack.reconstruction.compounding import Volume
 from dualtrack.reconstruction.report import (
+    central_slices_on_common_grid,
     plot_boxplots,
     plot_drift,
     plot_orthogonal_slices,
@@ -66,6 +67,31 @@ def test_orthogonal_slices_share_one_window(tmp_path):
     assert h2 > 1.5 * h1  # two rows
     with pytest.raises(ValueError, match="3-D"):
         plot_orthogonal_slices(np.zeros((3, 3)), None, tmp_path / "bad.png")
+
+
+def _sampled(origin: np.ndarray, n: int) -> Volume:
+    """A smooth blob sampled on an n^3 grid of 1 mm voxels starting at ``origin`` (reference mm)."""
+    idx = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).astype(float)  # (i, j, k)
+    pts = idx + origin
+    blob = np.exp(-((pts - [9.0, 10.0, 11.0]) ** 2).sum(-1) / 20.0) * 100 + pts[..., 0]
+    return Volume(data=blob.transpose(2, 1, 0).astype(np.float32), spacing=np.ones(3),
+                  origin=np.asarray(origin, float), direction=np.eye(3))
+
+
+def test_slices_of_two_grids_are_cut_on_one_common_grid_in_mm():
+    a, b = _sampled(np.zeros(3), 20), _sampled(np.array([2.0, 2.0, 2.0]), 20)
+    slices, extents, direction = central_slices_on_common_grid([a, b])
+    assert np.allclose(direction, np.eye(3))
+    # union of both extents (0..21 mm on each axis) at 1 mm; extents are voxel edges in mm
+    assert extents[0] == pytest.approx((-0.5, 21.5, 21.5, -0.5))
+    for pa, pb in zip(slices[0], slices[1], strict=True):
+        assert pa.shape == pb.shape == (22, 22)
+        # where both volumes have data, the same pixel is the same point in space: same value
+        np.testing.assert_allclose(pa[2:20, 2:20], pb[2:20, 2:20], atol=1e-3)
+    # outside a volume its slice is empty
+    assert np.all(slices[0][0][:, 21] == 0) and np.all(slices[1][0][:, 0] == 0)
+    # cut per grid (the old figure) the two central planes differ: the common grid is what aligns them
+    assert not np.allclose(a.data[10], b.data[10], atol=1e-3)
 
 
 def test_html_report_is_self_contained_and_escaped(tmp_path):

@@ -49,9 +49,8 @@ from dualtrack.evaluation.metrics import identity_errors, normalised_score, pape
 from dualtrack.inference import predict_trajectory
 from dualtrack.reconstruction.export import write_trajectory
 from dualtrack.reconstruction.pipeline import find_calibration, open_scan_file
-from dualtrack.training.distributed import resolve_device
 from dualtrack.training.export import LoadedModel, load_bundle
-from dualtrack.utils import atomic_write
+from dualtrack.utils import DEFAULT_DEVICE, atomic_write, resolve_device
 
 __all__ = [
     "PredictResult",
@@ -379,7 +378,7 @@ def predict_file(
     weights: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    device: str = "cpu",
+    device: str = DEFAULT_DEVICE,
     spacing: tuple[float, float] | None = None,
     calib: str | os.PathLike | None = None,
     overwrite: bool = False,

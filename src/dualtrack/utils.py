@@ -1,13 +1,33 @@
-"""Small shared helpers: atomic writes."""
+"""Small shared helpers used by every layer: atomic writes, the device default, the usage-error
+type, and progress reporting that suits both terminals and log files."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write"]
+import torch
+
+__all__ = ["atomic_write", "UsageError", "DEFAULT_DEVICE", "resolve_device", "progress_bar", "LogProgress"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEVICE = "auto"
+"""The device default of every command and library entry point: CUDA when available, else CPU."""
+
+
+class UsageError(ValueError):
+    """A bad command-line value or configuration (the ``dualtrack`` CLI exits with code 2).
+
+    Errors about the data or the run itself (a missing file, a corrupt scan) are ordinary
+    ``OSError`` / ``ValueError`` and exit with code 1.
+    """
 
 
 @contextlib.contextmanager
@@ -26,3 +46,119 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE, local_rank: int = 0) -> torch.device:
+    """``"auto"`` (or ``None``) -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; other
+    names (``cpu``, ``cuda``, ``cuda:N``) as given, a bare ``cuda`` becoming ``cuda:<local_rank>``.
+
+    Raises:
+        UsageError: an unknown device name, or CUDA requested but not available.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name is None or name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {name!r} requested but CUDA is not available; use auto or cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+class LogProgress:
+    """A progress reporter for output that is not a terminal: a log line every ``every_fraction``
+    of the work or every ``every_s`` seconds (whichever comes first), and one at the end, instead
+    of carriage-return redraws. Implements the part of tqdm's interface the package uses
+    (iteration, ``update``, ``set_postfix``, ``close``, context manager)."""
+
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        *,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        initial: int = 0,
+        every_fraction: float = 0.1,
+        every_s: float = 60.0,
+        logger: logging.Logger = log,
+    ) -> None:
+        self.iterable = iterable
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.every_fraction, self.every_s, self.logger = every_fraction, every_s, logger
+        self.postfix = ""
+        self.start = self._last_time = time.monotonic()
+        self._last_n = initial
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        step = (self.total or 0) * self.every_fraction
+        if (step > 0 and self.n - self._last_n >= step) or now - self._last_time >= self.every_s:
+            self._emit(now)
+
+    def _emit(self, now: float) -> None:
+        done = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        extra = f", {self.postfix}" if self.postfix else ""
+        self.logger.info("%s: %s%s, %.0f s%s", self.desc or "progress", done, pct, now - self.start, extra)
+        self._last_n, self._last_time = self.n, now
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.n != self._last_n:
+                self._emit(time.monotonic())
+
+
+class _Silent(LogProgress):
+    def _emit(self, now: float) -> None:
+        self._last_n, self._last_time = self.n, now
+
+
+def progress_bar(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    enabled: bool = True,
+    stream: Any = None,
+) -> Any:
+    """A tqdm bar when ``stream`` (default stderr) is a terminal; else a :class:`LogProgress` that
+    logs a line every 10 % / 60 s; with ``enabled=False`` an object of the same interface that
+    reports nothing. Use like tqdm: iterate over it, or ``update`` / ``set_postfix`` / ``close``."""
+    if not enabled:
+        return _Silent(iterable, total=total, desc=desc, unit=unit, initial=initial)
+    stream = sys.stderr if stream is None else stream
+    if getattr(stream, "isatty", lambda: False)():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True,
+                    file=stream)
+    return LogProgress(iterable, total=total, desc=desc, unit=unit, initial=initial)

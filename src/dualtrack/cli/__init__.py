@@ -1,7 +1,17 @@
 """The ``dualtrack`` console script: one sub-command per module of this package.
 
 Each command module defines ``register(subparsers)``, which adds its parser and sets
-``func`` to a thin wrapper over a typed library function. The wrapper returns an exit code.
+``func`` to a thin wrapper over a typed library function. The wrapper returns an exit code or
+raises; :func:`main` turns exceptions into one exit-code convention for every command:
+
+* ``0``: success;
+* ``1``: a data or runtime problem (missing or corrupt file, refused overwrite, too little memory,
+  a failed training run), reported as ``error: <message>`` naming the file or value;
+* ``2``: a usage or configuration problem (bad flag value, unknown config key, wrong type:
+  :class:`dualtrack.utils.UsageError`, which :class:`~dualtrack.training.config.ConfigError`
+  extends; argparse's own errors also exit 2).
+
+No Python traceback is printed for these; ``-v`` adds it for debugging.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import logging
 import sys
 
 from dualtrack import __version__
+from dualtrack.utils import UsageError
 
 COMMANDS = (
     "simulate",
@@ -57,6 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logging.getLogger("dualtrack").error("interrupted")
         return 130
+    except UsageError as exc:
+        return _report(exc, 2, args.verbose)
+    except (OSError, ValueError, KeyError, RuntimeError, MemoryError) as exc:
+        return _report(exc, 1, args.verbose)
+
+
+def _report(exc: BaseException, code: int, verbose: bool) -> int:
+    """Print ``error: <message>`` (the traceback too with ``-v``) and return ``code``."""
+    if verbose:
+        logging.getLogger("dualtrack").exception("traceback (-v)")
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    hint = " (add -v for the traceback)" if isinstance(exc, RuntimeError) and not verbose else ""
+    print(f"error: {message}{hint}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

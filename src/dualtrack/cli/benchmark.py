@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from dualtrack.evaluation.benchmark import load_benchmark_config, run_benchmark, shipped_benchmarks
-from dualtrack.training.config import ConfigError
 from dualtrack.training.runs import command_line
 
 DESCRIPTION = f"""\
@@ -20,7 +18,7 @@ CONFIG is a YAML file or a shipped benchmark: {", ".join(shipped_benchmarks())}.
 Settings can be overridden with dotted key=value pairs (values parsed as YAML); models are
 addressed by name, e.g.
 
-  dualtrack benchmark benchmark_tiny -o benchmark_output/tiny          # CPU, a few minutes
+  dualtrack benchmark benchmark_tiny -o benchmark_output/tiny          # tiny models, CPU
   dualtrack benchmark benchmark data.simulate=null data.root=/data/tusrec \\
       train_overrides=[runtime.device=cuda] -o benchmark_output/tusrec
   dualtrack benchmark benchmark epoch_scale=0.01 models.dualtrack.label=Ours
@@ -51,15 +49,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_benchmark_config(args.config, args.overrides)
-        result = run_benchmark(
-            cfg, args.output, dry_run=args.dry_run, progress=not args.no_progress and sys.stderr.isatty(),
-            argv=command_line(),
-        )  # fmt: skip
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_benchmark_config(args.config, args.overrides)
+    result = run_benchmark(cfg, args.output, dry_run=args.dry_run, progress=not args.no_progress,
+                           argv=command_line())
     print(f"benchmark {cfg.name}: {result.out_dir}")
     for job in result.plan.jobs:
         took = f" ({job.seconds:.1f} s)" if job.seconds else ""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from dualtrack.cli._common import add_device_argument
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import load_splits
 from dualtrack.evaluation.evaluate import (
@@ -18,10 +18,9 @@ from dualtrack.evaluation.evaluate import (
     select_scans,
     write_results,
 )
-from dualtrack.training.config import ConfigError, load_config
-from dualtrack.training.distributed import resolve_device
+from dualtrack.training.config import load_config
 from dualtrack.training.export import load_bundle
-from dualtrack.utils import atomic_write
+from dualtrack.utils import UsageError, atomic_write, resolve_device
 
 DESCRIPTION = """\
 Evaluate a trained model (run directory, checkpoint or exported folder) on whole sweeps.
@@ -57,7 +56,7 @@ def register(sub) -> None:
     )
     p.add_argument("--splits", metavar="FILE", help="splits JSON (default: the run's splits.json)")
     p.add_argument("-o", "--output", metavar="OUT", help="output folder (default RUN/eval-<split>)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    add_device_argument(p)
     p.add_argument("--chunk-size", type=int, default=64, metavar="N", help="frames per local-CNN chunk")
     p.add_argument("--amp", action="store_true", help="autocast inference (fp16 on CUDA)")
     p.add_argument(
@@ -98,7 +97,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     data = args.data
     if data is None:
         if run_dir is None:
-            raise ValueError("--data DIR is required when RUN_OR_WEIGHTS is not a run directory")
+            raise UsageError(f"--data DIR is required: {src} is not a run directory (no config.yaml)")
         data = load_config(run_dir / "config.yaml").data.root
     splits = args.splits
     if splits is None and run_dir is not None and (run_dir / "splits.json").is_file():
@@ -119,7 +118,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         amp=args.amp,
         tusrec=args.tusrec_metrics,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     evaluation.info.update(
         model=bundle.name,
@@ -144,13 +143,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.compare:
-            return _run_compare(args)
-        if args.weights is None:
-            print("error: RUN_OR_WEIGHTS is required (or use --compare)", file=sys.stderr)
-            return 2
-        return _run_evaluate(args)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.compare:
+        return _run_compare(args)
+    if args.weights is None:
+        raise UsageError("RUN_OR_WEIGHTS is required (or use --compare NAME=TABLE ...)")
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    return _run_evaluate(args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from dualtrack.training.export import export_model
@@ -36,10 +35,6 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     src = Path(args.run)
     out = Path(args.output) if args.output else (src if src.is_dir() else src.parent) / "export"
-    try:
-        folder = export_model(src, out)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    folder = export_model(src, out)
     print(f"exported {src} -> {folder / 'model.safetensors'} + {folder / 'config.json'}")
     return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
-log = logging.getLogger(__name__)
+from dualtrack.cli._common import add_device_argument
+from dualtrack.utils import UsageError
 
 EPILOG = """\
 outputs (in OUT):
@@ -39,7 +39,7 @@ def register(sub) -> None:
                    help="run directory (best.pt / last.pt), .pt checkpoint, or exported folder "
                    "(model.safetensors + config.json)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (new or empty)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_device_argument(p)
     p.add_argument("--calib", metavar="CSV",
                    help="calib_matrix.csv (default for .h5 scans: next to or above the scan)")
     p.add_argument("--spacing", nargs=2, type=float, metavar=("SX", "SY"),
@@ -56,16 +56,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from dualtrack.predict import predict_file
 
-    try:
-        res = predict_file(
-            args.scan, args.weights, args.output, device=args.device,
-            spacing=tuple(args.spacing) if args.spacing else None, calib=args.calib,
-            overwrite=args.overwrite, chunk_size=args.chunk_size, tusrec_metrics=args.tusrec_metrics,
-            amp=args.amp,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, OSError) as exc:
-        log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-        return 1
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    res = predict_file(
+        args.scan, args.weights, args.output, device=args.device,
+        spacing=tuple(args.spacing) if args.spacing else None, calib=args.calib,
+        overwrite=args.overwrite, chunk_size=args.chunk_size, tusrec_metrics=args.tusrec_metrics,
+        amp=args.amp,
+    )
     h, w = res.shape
     print(f"{res.scan}: {res.num_frames} frames {h}x{w}, model {res.model_name} ({res.weights})")
     print(f"prediction: {res.seconds:.2f} s ({1000 * res.seconds / res.num_frames:.1f} ms/frame)")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+from dualtrack.cli._common import add_device_argument
 from dualtrack.reconstruction.compounding import VolumeTooLargeError
 from dualtrack.reconstruction.pipeline import ReconstructionOptions, reconstruct_file
+from dualtrack.utils import UsageError
 
 DESCRIPTION = """\
 Reconstruct a 3D volume from one TUS-REC scan file (frames (N, H, W) uint8) and its poses:
@@ -65,7 +66,7 @@ def register(sub) -> None:
     p.add_argument("--pixel-step", type=int, default=1, metavar="K", help="use every K-th pixel (speed)")
     p.add_argument("--uint8", action="store_true", help="store uint8 voxels instead of float32 (4x smaller)")
     p.add_argument("--space", choices=("RAS", "LPS"), default="RAS", help="NRRD world space (default RAS)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda (default cpu)")
+    add_device_argument(p)
     p.add_argument(
         "--max-gb", type=float, default=4.0, metavar="GB",
         help="refuse grids whose estimated memory exceeds GB (default 4; the error suggests a spacing)",
@@ -87,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         pixel_step=args.pixel_step,
         out_dtype="uint8" if args.uint8 else "float32",
     )
+    if not args.max_gb > 0 or args.max_gb == float("inf"):
+        raise UsageError(f"--max-gb must be a positive number of gigabytes, got {args.max_gb}")
+    if not args.spacing > 0 or args.spacing == float("inf"):
+        raise UsageError(f"--spacing must be a positive voxel size in mm, got {args.spacing}")
     start = time.perf_counter()
     try:
         volume = reconstruct_file(
@@ -99,12 +104,12 @@ def run(args: argparse.Namespace) -> int:
             space=args.space,
             sequence_output=args.sequence,
             overwrite=args.overwrite,
-            progress=sys.stderr.isatty(),
         )
-    except (VolumeTooLargeError, ValueError, KeyError, OSError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+    except VolumeTooLargeError as exc:
+        raise MemoryError(  # the same advice in this command's flags
+            f"{exc.what}; use --spacing {exc.suggested_spacing:.2f} or coarser, raise --max-gb, or try "
+            "--frame obb (a tighter box for rotating sweeps)"
+        ) from None
     ni, nj, nk = volume.shape_ijk
     covered = float((volume.weight > 0).mean()) if volume.weight is not None else float("nan")
     print(

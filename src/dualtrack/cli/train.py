@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from dualtrack.training.config import ConfigError, shipped_configs
+from dualtrack.training.config import shipped_configs
 from dualtrack.training.loop import prepare_run, train
 from dualtrack.training.runs import command_line
+from dualtrack.utils import UsageError
 
 DESCRIPTION = f"""\
 Train a model (one stage of DualTrack, an ablation or a baseline) into a run directory.
@@ -43,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=3e-4")
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<stage>-<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last.pt")
-    p.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N or auto (sets runtime.device)")
+    p.add_argument("--device", metavar="DEV",
+                   help="auto, cpu, cuda or cuda:N (sets runtime.device, whose default is auto)")
     p.set_defaults(func=run)
 
 
@@ -54,14 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.device:
         overrides.append(f"runtime.device={args.device}")
     if config is None and not args.resume:
-        print("error: CONFIG is required unless --resume is given", file=sys.stderr)
-        return 2
-    try:
-        cfg, run_dir = prepare_run(config, overrides, args.run_dir, args.resume)
-        result = train(cfg, run_dir if run_dir is not None else args.run_dir, args.resume, command_line())
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError("CONFIG is required unless --resume is given")
+    cfg, run_dir = prepare_run(config, overrides, args.run_dir, args.resume)
+    result = train(cfg, run_dir if run_dir is not None else args.run_dir, args.resume, command_line())
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     state = result.state

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from dualtrack.data.verify import verify_dataset
@@ -47,14 +46,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = verify_dataset(args.root, full=args.full, progress=sys.stderr.isatty())
+    report = verify_dataset(args.root, full=args.full, progress=True)
     print(report.format(max_issues=args.max_issues))
     if args.json is not None:
-        try:
-            with atomic_write(args.json) as tmp:
-                tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            print(f"error: cannot write {args.json}: {exc}", file=sys.stderr)
-            return 1
+        with atomic_write(args.json) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         print(f"Report written to {args.json}")
     return 0 if report.ok else 1

@@ -83,12 +83,13 @@ class Splits:
 
 
 def _count(value: int | float, n: int, name: str) -> int:
+    """Subjects for a count or fraction; a fraction > 0 gives at least one subject."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a count (int) or a fraction (float in [0, 1)), got {value!r}")
     if isinstance(value, (float, np.floating)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} fraction must be in [0, 1), got {value}")
-        return int(round(value * n))
+        return max(int(round(value * n)), 1 if value > 0 else 0)
     if value < 0:
         raise ValueError(f"{name} count must be >= 0, got {value}")
     return int(value)
@@ -104,7 +105,8 @@ def make_splits(
 
     Args:
         subjects: subject ids (order does not matter; they are sorted first).
-        val, test: number of subjects (int) or fraction of subjects (float, rounded).
+        val, test: number of subjects (int) or fraction of subjects (float, rounded; a fraction
+            above 0 holds out at least one subject, so ``val=0.2`` of 2 subjects is 1, not 0).
         seed: seed of the permutation (``numpy.random.default_rng``).
 
     Returns:
@@ -121,7 +123,8 @@ def make_splits(
     n_val, n_test = _count(val, n, "val"), _count(test, n, "test")
     if n_val + n_test >= n:
         raise ValueError(
-            f"cannot split {n} subjects into {n_val} val + {n_test} test and leave any for training"
+            f"cannot split {n} subject(s) into {n_val} validation + {n_test} test and leave any for "
+            f"training; use fewer held-out subjects (val/test 0 is allowed) or a dataset with more subjects"
         )
     order = np.random.default_rng(seed).permutation(n)
     shuffled = [ids[i] for i in order]

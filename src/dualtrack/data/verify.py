@@ -20,7 +20,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from dualtrack import geometry
 from dualtrack.data.calibration import CALIBRATION_FILENAME, Calibration, read_calibration
@@ -35,6 +34,7 @@ from dualtrack.data.tusrec import (
     detect_layout,
     parse_dataset_key,
 )
+from dualtrack.utils import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +472,7 @@ def verify_dataset(root: str | os.PathLike, full: bool = False, progress: bool =
     dims: dict[str, dict[str, tuple[int, int, int] | None]] = {sid: {} for sid in scans}
     shapes: Counter = Counter()
     items = [(sid, name) for sid, names in scans.items() for name in names]
-    for sid, name in tqdm(items, desc="verify-data", unit="scan", disable=not progress):
+    for sid, name in progress_bar(items, desc="verify-data", unit="scan", enabled=progress):
         path = top / sid / f"{name}.h5"
         d = checker.guarded(path, checker.frames_file) if path.is_file() else None
         dims[sid][name] = d

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import load_splits
@@ -40,7 +39,7 @@ from dualtrack.evaluation.metrics import (
     wilcoxon_table,
 )
 from dualtrack.inference import predict_trajectory
-from dualtrack.utils import atomic_write
+from dualtrack.utils import atomic_write, progress_bar
 
 __all__ = [
     "PAPER_METRICS",
@@ -103,7 +102,10 @@ def select_scans(
         subjects = set(getattr(load_splits(splits_file), split))
         scans = [s for s in dataset.scans if s[0] in subjects]
     if not scans:
-        raise ValueError(f"{dataset.root}: no scans in split {split!r} (splits file: {splits_file})")
+        raise ValueError(
+            f"{dataset.root}: no scans in split {split!r} (splits file: {splits_file}); choose another "
+            "--split, or evaluate every scan of a held-out dataset with --data DIR --split all"
+        )
     return scans
 
 
@@ -138,7 +140,7 @@ def evaluate_model(
     dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     table: dict[str, dict[str, float]] = {}
     poses: dict[str, np.ndarray] = {}
-    for subject, name in tqdm(scans, desc="evaluating", disable=not progress, leave=False):
+    for subject, name in progress_bar(scans, desc="evaluating", unit="scan", enabled=progress):
         sweep = dataset.load(subject, name)
         if not sweep.has_tforms:
             log.warning("skipping %s: no tracking (ground truth) to compare with", sweep.key)

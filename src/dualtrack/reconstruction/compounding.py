@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from dualtrack.geometry import image_points, transform_points
+from dualtrack.utils import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,22 @@ _FRAMES = ("first", "obb")
 
 
 class VolumeTooLargeError(MemoryError):
-    """The requested grid would exceed the memory or voxel limit."""
+    """The requested grid would exceed the memory or voxel limit.
+
+    Attributes:
+        what: the grid and why it is refused (size, spacing, estimated GB, the limit exceeded).
+        suggested_spacing: the smallest isotropic spacing in mm whose grid fits the limits.
+    The message (``str(exc)``) adds the fix in Python terms (``spacing_mm=``, ``memory_limit_gb=``,
+    ``frame="obb"``); the CLI rephrases it with its flags.
+    """
+
+    def __init__(self, what: str, suggested_spacing: float) -> None:
+        self.what = what
+        self.suggested_spacing = suggested_spacing
+        super().__init__(
+            f"{what}; use spacing_mm >= {suggested_spacing:.2f} (or raise memory_limit_gb, or use "
+            'frame="obb" for a tighter box)'
+        )
 
 
 @dataclass
@@ -485,12 +501,7 @@ def reconstruct_volume(
     splat = _splat_nearest if method == "nearest" else _splat_trilinear
     index_dtype = torch.int32 if nvox < 2**31 else torch.int64
 
-    starts = range(0, n, chunk_frames)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="compounding", unit="chunk")
-    for a in starts:
+    for a in progress_bar(range(0, n, chunk_frames), desc="compounding", unit="chunk", enabled=progress):
         b = min(n, a + chunk_frames)
         vals = _frames_chunk(frames, a, b, dev).reshape(b - a, -1)
         if not use_all:
@@ -565,6 +576,6 @@ def _check_size(
         suggest = math.ceil(100 * suggest * 1.02 + 1) / 100
     raise VolumeTooLargeError(
         f"volume of {'x'.join(map(str, grid.size))} voxels ({grid.num_voxels / 1e6:.3g} Mvox) at spacing "
-        f"{s0:g} mm needs about {est / 1e9:.3g} GB, {' and '.join(reasons)}; use a spacing of at least "
-        f"{suggest:.2f} mm (or raise the limit, or use frame='obb' for a tighter box)"
+        f"{s0:g} mm needs about {est / 1e9:.3g} GB, {' and '.join(reasons)}",
+        suggest,
     )

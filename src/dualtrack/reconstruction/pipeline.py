@@ -20,6 +20,7 @@ from dualtrack.data.sweep import open_h5
 from dualtrack.data.tusrec import FRAMES_DIR, TRAIN_DIR, TRANSFS_DIR, find_landmark_file
 from dualtrack.reconstruction.compounding import Volume, reconstruct_volume
 from dualtrack.reconstruction.export import read_trajectory, write_nrrd, write_sequence_metafile
+from dualtrack.utils import DEFAULT_DEVICE, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ReconstructionOptions:
     compound: str = "mean"
     fill_holes: bool = True
     frame: str = "first"
-    device: str = "cpu"
+    device: str = DEFAULT_DEVICE
     memory_limit_gb: float | None = 4.0
     pixel_step: int = 1
     out_dtype: str = "float32"
@@ -215,7 +216,7 @@ def reconstruct_file(
         compound=options.compound,
         fill_holes=options.fill_holes,
         frame=options.frame,
-        device=options.device,
+        device=resolve_device(options.device),
         memory_limit_gb=options.memory_limit_gb,
         pixel_step=options.pixel_step,
         out_dtype=options.out_dtype,

@@ -31,12 +31,15 @@ __all__ = [
     "plot_trajectory_3d",
     "plot_drift",
     "plot_orthogonal_slices",
+    "central_slices_on_common_grid",
     "plot_boxplots",
     "write_html_report",
 ]
 
 _TRUE_COLOUR = "#1f77b4"
 _PRED_COLOUR = "#d62728"
+_MEDIAN_COLOUR = "#ff7f0e"
+_MEAN_COLOUR = "#2ca02c"
 
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
@@ -134,11 +137,79 @@ def plot_drift(
     return _save(fig, path)
 
 
-def _as_data(vol: Volume | np.ndarray) -> np.ndarray:
-    data = vol.data if isinstance(vol, Volume) else np.asarray(vol)
+def _as_volume(vol: Volume | np.ndarray) -> Volume:
+    """A :class:`Volume` as float32; a plain ``(D, H, W)`` array gets unit voxels at the origin."""
+    if isinstance(vol, Volume):
+        data = np.asarray(vol.data, dtype=np.float32)
+        if data.ndim != 3:
+            raise ValueError(f"volume must be 3-D (D, H, W), got shape {data.shape}")
+        return Volume(data, np.asarray(vol.spacing, float), np.asarray(vol.origin, float),
+                      np.asarray(vol.direction, float))
+    data = np.asarray(vol, dtype=np.float32)
     if data.ndim != 3:
         raise ValueError(f"volume must be 3-D (D, H, W), got shape {data.shape}")
-    return np.asarray(data, dtype=np.float32)
+    return Volume(data, np.ones(3), np.zeros(3), np.eye(3))
+
+
+def central_slices_on_common_grid(
+    volumes: Sequence[Volume | np.ndarray],
+) -> tuple[list[list[np.ndarray]], list[tuple[float, float, float, float]], np.ndarray]:
+    """The three central orthogonal slices of several volumes, all resampled on one common grid.
+
+    The common grid has the first volume's axes (``direction``), the finest spacing of all
+    volumes on each axis, and the union of their extents, so the same row and column of every
+    volume's slice is the same point in reference (frame-0 image) mm and the central planes cut
+    every volume at the same place. Voxels are sampled trilinearly (0 outside a volume).
+
+    Args:
+        volumes: :class:`Volume` s (a plain ``(D, H, W)`` array counts as unit voxels at the origin).
+
+    Returns:
+        ``(slices, extents, direction)``: ``slices[v]`` = ``[k-plane (nj, ni), j-plane (nk, ni),
+        i-plane (nk, nj)]`` of volume ``v``; ``extents[a]`` = matplotlib ``imshow`` extent
+        ``(left, right, bottom, top)`` in mm along the common axes for plane ``a`` (rows run down
+        the second axis); ``direction`` = the common ``(3, 3)`` axes (columns i, j, k).
+    """
+    from scipy.ndimage import map_coordinates
+
+    vols = [_as_volume(v) for v in volumes]
+    direction = vols[0].direction
+    spacing = np.min([v.spacing for v in vols], axis=0)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for v in vols:
+        ni, nj, nk = v.shape_ijk
+        corners = np.array([[a, b, c] for a in (0, ni - 1) for b in (0, nj - 1) for c in (0, nk - 1)], float)
+        along = v.index_to_reference(corners) @ direction  # coordinates along the common axes
+        lo, hi = np.minimum(lo, along.min(0)), np.maximum(hi, along.max(0))
+    size = np.floor((hi - lo) / spacing + 1e-9).astype(int) + 1
+    axes = [lo[a] + spacing[a] * np.arange(size[a]) for a in range(3)]
+    centre = [axes[a][size[a] // 2] for a in range(3)]
+
+    def plane(a: int, b: int, fixed: int) -> np.ndarray:
+        """Points ``(len(axes[b]), len(axes[a]), 3)`` along the common axes: ``a`` across, ``b`` down."""
+        grid = np.zeros((len(axes[b]), len(axes[a]), 3))
+        grid[..., a] = axes[a][None, :]
+        grid[..., b] = axes[b][:, None]
+        grid[..., fixed] = centre[fixed]
+        return grid
+
+    planes = [plane(0, 1, 2), plane(0, 2, 1), plane(1, 2, 0)]
+    slices = []
+    for v in vols:
+        inv = np.linalg.inv(v.affine)
+        out = []
+        for pts in planes:
+            ref = pts.reshape(-1, 3) @ direction.T  # common-axis coordinates -> reference mm
+            ijk = transform_points(inv, ref)
+            sample = map_coordinates(v.data, ijk[:, ::-1].T, order=1, mode="constant", cval=0.0)
+            out.append(sample.reshape(pts.shape[:2]).astype(np.float32))
+        slices.append(out)
+    half = spacing / 2
+    extents = [
+        (axes[a][0] - half[a], axes[a][-1] + half[a], axes[b][-1] + half[b], axes[b][0] - half[b])
+        for a, b in ((0, 1), (0, 2), (1, 2))
+    ]
+    return slices, extents, direction
 
 
 def plot_orthogonal_slices(
@@ -149,12 +220,15 @@ def plot_orthogonal_slices(
     labels: tuple[str, str] = ("predicted", "true"),
     title: str = "Reconstructed volume: central slices",
 ) -> Path:
-    """Central slices along each grid axis, one row per volume, with one shared window/level.
+    """Central orthogonal slices, one row per volume, on one common grid with one grey window.
 
-    The window is the 1st-99.5th percentile of the non-zero voxels of both volumes, so equal
-    intensities look equal in both rows. Columns: the central ``k`` slice (the plane of frame 0
-    for ``frame="first"``: lateral ``i`` across, depth ``j`` down), the central ``j`` slice
-    (``i`` across, elevation ``k`` down) and the central ``i`` slice (``j`` across, ``k`` down).
+    Both volumes are resampled on a common grid (:func:`central_slices_on_common_grid`), so the
+    rows cut the same planes in space and differences show the trajectory, not the grids. Axes are
+    in mm along the grid axes; for volumes in frame-0 axes (``frame="first"``) these are the lateral
+    ``x``, depth ``y`` and elevation ``z`` of frame 0 (plain arrays are shown in voxels). The window
+    is the 1st-99.5th percentile of the non-zero voxels of both volumes, so equal intensities look
+    equal in both rows. Columns: the ``x``-``y`` plane (the plane of frame 0), ``x``-``z`` and
+    ``y``-``z``.
 
     Args:
         vol_pred: :class:`Volume` or ``(D, H, W)`` array.
@@ -163,23 +237,28 @@ def plot_orthogonal_slices(
         labels: row labels.
         title: figure title.
     """
-    vols = [(labels[0], _as_data(vol_pred))]
-    if vol_true is not None:
-        vols.append((labels[1], _as_data(vol_true)))
-    nonzero = np.concatenate([v[v > 0].ravel() for _, v in vols])
+    inputs = [vol_pred] if vol_true is None else [vol_pred, vol_true]
+    unit = "mm" if all(isinstance(v, Volume) for v in inputs) else "voxels"
+    slices, extents, direction = central_slices_on_common_grid(inputs)
+    names = (
+        ("lateral x", "depth y", "elevation z")
+        if np.allclose(direction, np.eye(3), atol=1e-6)
+        else ("grid axis i", "grid axis j", "grid axis k")
+    )
+    nonzero = np.concatenate([img[img > 0].ravel() for row in slices for img in row])
     lo, hi = (np.percentile(nonzero, [1, 99.5]) if nonzero.size else (0.0, 1.0))
     hi = hi if hi > lo else lo + 1.0
-    fig = Figure(figsize=(11, 3.4 * len(vols)), layout="constrained")
-    axes = fig.subplots(len(vols), 3, squeeze=False)
-    for row, (label, v) in enumerate(vols):
-        d, h, w = v.shape
-        views = [(v[d // 2], "k", "i", "j"), (v[:, h // 2], "j", "i", "k"), (v[:, :, w // 2], "i", "j", "k")]
-        for col, (img, name, xlab, ylab) in enumerate(views):
+    fig = Figure(figsize=(11, 3.4 * len(slices)), layout="constrained")
+    axes = fig.subplots(len(slices), 3, squeeze=False)
+    views = ((0, 1), (0, 2), (1, 2))
+    for row, imgs in enumerate(slices):
+        for col, (img, (a, b)) in enumerate(zip(imgs, views, strict=True)):
             ax = axes[row, col]
-            im = ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", aspect="equal")
-            ax.set_title(f"{label}: central {name} slice ({xlab}-{ylab} plane)", fontsize=9)
-            ax.set_xlabel(xlab)
-            ax.set_ylabel(ylab)
+            im = ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", aspect="equal",
+                           extent=extents[col])
+            ax.set_title(f"{labels[row]}: {names[a].split()[-1]}-{names[b].split()[-1]} plane", fontsize=9)
+            ax.set_xlabel(f"{names[a]} ({unit})")
+            ax.set_ylabel(f"{names[b]} ({unit})")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="intensity")
     fig.suptitle(title)
     return _save(fig, path)
@@ -224,15 +303,33 @@ def plot_boxplots(
         raise ValueError("plot_boxplots: a method has no scans")
     fig = Figure(figsize=(max(4.0, 1.3 * len(names) + 2), 4))
     ax = fig.add_subplot()
-    ax.boxplot(values, showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 4 else 0)
+    ax.boxplot(values, showmeans=True, medianprops={"color": _MEDIAN_COLOUR},
+               meanprops={"marker": "^", "markerfacecolor": _MEAN_COLOUR, "markeredgecolor": _MEAN_COLOUR})
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=20 if len(names) > 3 else 0)
     rng = np.random.default_rng(0)
     for k, v in enumerate(values, start=1):
         ax.scatter(k + rng.uniform(-0.12, 0.12, len(v)), v, s=10, alpha=0.6, color="k", zorder=3)
     ax.set_ylabel(f"{metric} ({unit})" if unit else metric)
     ax.set_title(title or f"{metric} per scan (n = {', '.join(str(len(v)) for v in values)})")
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(handles=_box_legend(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _save(fig, path)
+
+
+def _box_legend() -> list[Any]:
+    """Legend entries for every marker of :func:`plot_boxplots`."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [
+        Line2D([], [], color=_MEDIAN_COLOUR, label="median"),
+        Line2D([], [], marker="^", linestyle="", color=_MEAN_COLOUR, label="mean"),
+        Patch(facecolor="none", edgecolor="k", label="box: 25th-75th percentile"),
+        Line2D([], [], color="k", label="whiskers: last scan within 1.5 x box height"),
+        Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="k",
+               label="circle: scan beyond the whiskers"),
+        Line2D([], [], marker="o", linestyle="", color="k", alpha=0.6, markersize=4, label="dot: one scan"),
+    ]
 
 
 def _cell(value: Any) -> str:

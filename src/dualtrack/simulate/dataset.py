@@ -48,6 +48,7 @@ from dualtrack.simulate.presets import FWHM_TO_SIGMA, ImagingSpec, SimPreset, ge
 from dualtrack.simulate.probe import ProbeGeometry
 from dualtrack.simulate.rng import numpy_rng, stable_seed
 from dualtrack.simulate.trajectory import make_trajectory, parse_scan
+from dualtrack.utils import progress_bar
 
 __all__ = [
     "SimulatedSweep",
@@ -326,8 +327,6 @@ def simulate_dataset(
         atomically, so a killed run never leaves a complete-looking partial file); landmark files
         are rewritten per subject once all its scans exist.
     """
-    from tqdm.auto import tqdm
-
     if layout not in ("train", "test"):
         raise ValueError(f"layout must be 'train' or 'test', got {layout!r}")
     pr = get_preset(preset)
@@ -342,7 +341,7 @@ def simulate_dataset(
         names = [n for n in names if n in set(scans)]
     write_calibration(root / CALIBRATION_FILENAME, preset_calibration(pr))
     jobs = [(sid, name) for sid in ids for name in names]
-    bar = tqdm(total=len(jobs), desc=f"simulate ({pr.name})", unit="scan", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=f"simulate ({pr.name})", unit="scan", enabled=progress)
     written = skipped = 0
     for sid in ids:
         phantoms: dict[str, ForearmPhantom] = {}

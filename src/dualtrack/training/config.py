@@ -40,6 +40,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from dualtrack.utils import UsageError
+
 __all__ = [
     "ConfigError",
     "coerce",
@@ -61,8 +63,9 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration is invalid: unknown key, wrong type, missing file or bad chaining."""
+class ConfigError(UsageError):
+    """A configuration is invalid: unknown key, wrong type, missing file or bad chaining (CLI exit
+    code 2, see :class:`dualtrack.utils.UsageError`)."""
 
 
 @dataclass
@@ -514,22 +517,34 @@ def _parse_value(text: str, tp: Any) -> Any:
         return text
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], origin: str = "command-line override"
+) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides to a config mapping (values parsed as YAML).
 
+    Each value is type-checked against its field here, so an error names the override as the
+    user typed it and where it came from (``origin``), not the config file it was applied to.
+
     Raises:
-        ConfigError: malformed override or unknown key (the message lists the valid keys).
+        ConfigError: malformed override, unknown key (the message lists the valid keys) or a
+            value of the wrong type.
     """
     out = copy.deepcopy(data)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=3e-4)")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ConfigError(f"override {item!r} has an empty key")
-        _check_override_key(key)
-        _set_dotted(out, key, _parse_value(text, _field_type(key)))
+        try:
+            if "=" not in item:
+                raise ConfigError("must look like key=value (e.g. optim.lr=3e-4)")
+            key, text = item.split("=", 1)
+            key = key.strip()
+            if not key:
+                raise ConfigError("has an empty key")
+            _check_override_key(key)
+            tp = _field_type(key)
+            value = _parse_value(text, tp)
+            coerce(value, tp, key)
+            _set_dotted(out, key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{origin} {item!r}: {exc}") from None
     return out
 
 

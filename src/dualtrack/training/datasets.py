@@ -36,6 +36,7 @@ from dualtrack.training import augment
 from dualtrack.training.cache import FrameCache
 from dualtrack.training.config import DataConfig, SamplingConfig
 from dualtrack.training.samplers import EpochSampler, clip_indices, clip_span, subset_indices, window_indices
+from dualtrack.utils import progress_bar
 
 __all__ = ["ScanRecord", "SweepItemDataset", "collate_items", "target_statistics"]
 
@@ -150,9 +151,7 @@ class SweepItemDataset(Dataset):
 
     def prepare_cache(self, progress: bool = False) -> None:
         """Decode every scan into the frame cache at the resolutions this dataset reads."""
-        from tqdm.auto import tqdm
-
-        for rec in tqdm(self.records, desc="caching frames", disable=not progress, leave=False):
+        for rec in progress_bar(self.records, desc="caching frames", unit="scan", enabled=progress):
             sweep = self.dataset.load(rec.subject, rec.name)
             self.cache.build(sweep, self.resolution(rec))
             if self.global_stride:

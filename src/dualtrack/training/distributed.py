@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dualtrack.utils import resolve_device
+
 __all__ = [
     "DistInfo",
     "init_distributed",
-    "resolve_device",
     "barrier",
     "all_reduce_mean",
     "broadcast_object",
@@ -51,23 +52,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; other names as given.
-
-    Raises:
-        ValueError: CUDA requested but not available.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:

@@ -39,7 +39,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
@@ -61,7 +60,7 @@ from dualtrack.training.datasets import SweepItemDataset, collate_items, target_
 from dualtrack.training.runs import MetricsLog, default_run_dir, write_run_files
 from dualtrack.training.samplers import EpochSampler
 from dualtrack.training.stages import Phase, chained_freeze, prepare_model, resolve_phases, set_frozen
-from dualtrack.utils import atomic_write
+from dualtrack.utils import atomic_write, progress_bar
 
 __all__ = ["TrainResult", "prepare_run", "train", "lr_factor", "validate", "VAL_METRICS"]
 
@@ -268,16 +267,23 @@ class _Trainer:
             raise ConfigError(f"{run_dir} already holds a run (last.pt); use --resume or another --run-dir")
         self.dataset = _open_dataset(cfg.data.root)
         self.splits = _splits(cfg, self.dataset, run_dir, resume)
-        if info.is_main:
-            write_run_files(run_dir, cfg, argv, resumed=resume)
-            save_splits(run_dir / "splits.json", self.splits)
-        ddp.barrier()
         self.train_scans = [s for s in self.dataset.scans if s[0] in self.splits.train]
         self.val_scans = [s for s in self.dataset.scans if s[0] in self.splits.val]
         if not self.train_scans:
             raise ConfigError(
                 f"data: no training scans in {self.dataset.root} for subjects {self.splits.train}"
             )
+        if not self.val_scans and info.is_main:
+            log.warning(
+                "NO VALIDATION SCANS (validation subjects %s of %d in %s): the run trains without "
+                "validation, writes no best.pt, and `dualtrack evaluate` of it needs --data and --split all. "
+                "Fix: data.val_fraction=0.2 (at least one subject) or data.splits=FILE.",
+                self.splits.val or "none", len(self.dataset.subjects), self.dataset.root,
+            )
+        if info.is_main:
+            write_run_files(run_dir, cfg, argv, resumed=resume)
+            save_splits(run_dir / "splits.json", self.splits)
+        ddp.barrier()
         self.cache = FrameCache(
             cfg.data.cache_dir or Path(self.dataset.root) / ".dualtrack_cache", self.dataset.root
         )
@@ -446,12 +452,12 @@ class _Trainer:
         if not trainable:
             raise ConfigError(f"phase {phase.name!r}: every parameter is frozen; nothing to train")
         autocast = cfg.runtime.amp and device.type == "cuda"
-        bar = tqdm(
+        bar = progress_bar(
             total=total,
             initial=state.epoch * steps_per_epoch + state.batches_done,
             desc=phase.name,
-            disable=not (info.is_main and cfg.runtime.progress),
-            dynamic_ncols=True,
+            unit="step",
+            enabled=info.is_main and cfg.runtime.progress,
         )
         loss_acc = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
         t_last, items_last = time.perf_counter(), 0
