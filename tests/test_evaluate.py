@@ -142,8 +142,8 @@ def test_evaluate_cli(tiny_dataset, local_run, tmp_path, capsys):
     )
     assert (tmp_path / "cmp" / "comparison.json").is_file()
     assert "Wilcoxon" in capsys.readouterr().out
-    # user errors: a message, no traceback
-    assert main(["evaluate", str(tmp_path / "nothing"), "--data", str(tiny_dataset)]) == 2
+    # a missing run is a data error (1), a missing flag a usage error (2): a message, no traceback
+    assert main(["evaluate", str(tmp_path / "nothing"), "--data", str(tiny_dataset)]) == 1
     assert main(["evaluate", str(tmp_path / "exp")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "--data DIR is required" in err

@@ -99,3 +99,11 @@ def test_tusrec_baseline_folds_match_organisers_shuffle():
     assert s.val == folds[3] and s.test == folds[4] and "016" in s.train
     with pytest.raises(ValueError, match="fold indices"):
         tusrec_baseline_splits(train_folds=(0, 5))
+
+
+def test_a_fraction_above_zero_holds_out_at_least_one_subject():
+    s = make_splits(["000", "001"], val=0.2, test=0.0, seed=0)
+    assert len(s.val) == 1 and len(s.train) == 1 and s.test == []
+    assert make_splits(["000", "001"], val=0.0, test=0.0).val == []
+    with pytest.raises(ValueError, match="val/test 0 is allowed"):
+        make_splits(["000"], val=0.2, test=0.0)

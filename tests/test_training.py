@@ -472,3 +472,19 @@ def test_resume_rules(tiny_dataset, tmp_path, encoder_runs):
         train(cfg, encoder_runs / "local")
     saved = yaml.safe_load((encoder_runs / "local" / "config.yaml").read_text())
     assert saved["model"]["name"] == "local_only_tiny"
+
+
+def test_a_run_without_validation_says_so_loudly(tiny_dataset, tmp_path, caplog):
+    cfg = _cfg("tiny_local", tiny_dataset, "stage.phases.0.epochs=1", "stage.phases.1.epochs=1",
+               "data.val_fraction=0", "runtime.stop_after_steps=1")
+    with caplog.at_level("WARNING", logger="dualtrack.training.loop"):
+        train(cfg, tmp_path / "noval")
+    assert "NO VALIDATION SCANS" in caplog.text and "data.val_fraction=0.2" in caplog.text
+    caplog.clear()
+    # the default fraction of a small dataset still holds out a subject: no warning
+    cfg = _cfg("tiny_local", tiny_dataset, "stage.phases.0.epochs=1", "stage.phases.1.epochs=1",
+               "runtime.stop_after_steps=1")
+    with caplog.at_level("WARNING", logger="dualtrack.training.loop"):
+        train(cfg, tmp_path / "withval")
+    assert "NO VALIDATION SCANS" not in caplog.text
+    assert len(load_splits(tmp_path / "withval" / "splits.json").val) == 1

@@ -58,7 +58,7 @@ from dualtrack.utils import DEFAULT_DEVICE, atomic_write, resolve_device
 
 __all__ = [
     "DemoPlan", "PLANS", "DemoResult", "run_demo", "format_summary", "findings", "results_markdown",
-    "OUTPUT_ENTRIES",
+    "demo_duration_line", "OUTPUT_ENTRIES",
 ]
 
 log = logging.getLogger(__name__)
@@ -593,7 +593,7 @@ def findings(table: list[Mapping[str, Any]]) -> list[str]:
     else:
         verdict = "DualTrack is worse, so fusing the global branch hurt in this run"
     out.append(
-        f"DualTrack vs local-only: GPE {dual:.3g} vs {local:.3g} mm ({change:+.0f} %): {verdict}."
+        f"DualTrack vs local-only: GPE {dual:.3g} vs {local:.3g} mm ({change:+.1f} %): {verdict}."
     )
     out.append(
         "A few minutes of CPU training cannot show the paper's claim either way; docs/results.md has "
@@ -604,7 +604,8 @@ def findings(table: list[Mapping[str, Any]]) -> list[str]:
 
 def results_markdown(summary: Mapping[str, Any]) -> str:
     """Markdown of a demo's measured results (plan, machine, timings, metrics table, findings) from
-    its ``summary.json``; what ``summary.md`` holds and what docs/demo.md shows."""
+    its ``summary.json``; what ``summary.md`` holds and what docs/demo.md shows. The findings are
+    derived from the table by :func:`findings` (not read back), so the text follows the code."""
     plan, t, m = summary["plan"], summary["timings_s"], summary["machine"]
     cols = ["GPE (mm)", "LPE (mm)", "FDR (%)", "max drift (mm)", "GPE all-pixel (mm)", "TUS-REC score"]
     rows = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -627,9 +628,18 @@ def results_markdown(summary: Mapping[str, Any]) -> str:
         "",
         "What this run shows:",
         "",
-        *[f"- {f}" for f in summary["findings"]],
+        *[f"- {f}" for f in findings(summary["table"])],
     ]
     return "\n".join(lines) + "\n"
+
+
+def demo_duration_line(summary: Mapping[str, Any]) -> str:
+    """The one sentence on the demo's duration that README.md shows, from a ``summary.json``."""
+    t, m = summary["timings_s"], summary["machine"]
+    return (
+        f"On the recorded run ({m['cpu']}, {m['torch_threads']} threads) `dualtrack demo` itself took "
+        f"{t['total'] / 60:.1f} min; installing the environment comes on top (details in docs/demo.md)."
+    )
 
 
 def _result_json(res: DemoResult) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 
 __all__ = ["atomic_write", "UsageError", "DEFAULT_DEVICE", "resolve_device", "progress_bar", "LogProgress"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dualtrack.progress")
 
 DEFAULT_DEVICE = "auto"
 """The device default of every command and library entry point: CUDA when available, else CPU."""

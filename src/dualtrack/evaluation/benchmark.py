@@ -626,7 +626,7 @@ def plan_benchmark(cfg: BenchmarkConfig, data_root: Path, splits_path: Path, spl
             overrides = [*cleared, *chain, *cfg.train_overrides, *m.overrides, *s.overrides,
                          f"data.root={data_root}", f"data.splits={splits_path}"]  # fmt: skip
             try:
-                tcfg = load_config(s.config, overrides)
+                tcfg = load_config(s.config, overrides, origin="benchmark setting")
             except ConfigError as exc:
                 raise ConfigError(f"model {m.name!r}, stage {s.name!r}: {exc}") from None
             _scale_epochs(tcfg, cfg.epoch_scale)

@@ -548,20 +548,25 @@ def apply_overrides(
     return out
 
 
-def load_config(name_or_path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(
+    name_or_path: str | Path | None,
+    overrides: list[str] | None = None,
+    origin: str = "command-line override",
+) -> TrainConfig:
     """Load a config file (or shipped name), apply overrides and type-check everything.
 
     Args:
         name_or_path: YAML file or shipped config name (``local``, ``tiny_fusion``, ...);
             ``None`` starts from the defaults.
         overrides: ``dotted.key=value`` strings applied after the file.
+        origin: how an error names where the overrides came from.
 
     Raises:
         ConfigError: missing file, invalid YAML, unknown key or a value of the wrong type.
     """
     path = None if name_or_path is None else resolve_config_path(name_or_path)
     data = {} if path is None else _read_yaml(path)
-    data = apply_overrides(data, list(overrides or []))
+    data = apply_overrides(data, list(overrides or []), origin)
     try:
         return config_from_dict(data)
     except ConfigError as exc:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dualtrack.training.checkpoint import CHECKPOINT_NAMES
-from dualtrack.training.config import ConfigError, TrainConfig, dump_config
+from dualtrack.training.config import TrainConfig, dump_config
 from dualtrack.utils import atomic_write
 
 __all__ = [
@@ -134,19 +134,22 @@ def find_checkpoint(path: str | os.PathLike, what: str = "init_from") -> Path:
     checkpoint file, or an exported folder (``model.safetensors`` + ``config.json``).
 
     Raises:
-        ConfigError: the path does not exist or holds no weights (``what`` names the setting).
+        FileNotFoundError: the path does not exist or holds no weights (``what`` names the setting
+            or argument); a config that refers to it turns this into a ``ConfigError``.
     """
     p = Path(path)
     if p.is_file():
         return p
     if not p.is_dir():
-        raise ConfigError(f"{what}: {p} does not exist (expected a run directory, checkpoint or export)")
+        raise FileNotFoundError(
+            f"{what}: {p} does not exist (expected a run directory, checkpoint or export)"
+        )
     if (p / "model.safetensors").is_file() and (p / "config.json").is_file():
         return p
     for name in CHECKPOINT_NAMES:
         if (p / name).is_file():
             return p / name
-    raise ConfigError(
+    raise FileNotFoundError(
         f"{what}: {p} has no checkpoint ({' or '.join(CHECKPOINT_NAMES)}); did that run finish at least "
         "one epoch?"
     )

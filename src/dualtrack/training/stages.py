@@ -112,7 +112,10 @@ def load_source(path: str | Path, what: str) -> tuple[str, dict[str, Any], dict[
     """
     from dualtrack.training.export import read_weights
 
-    source = find_checkpoint(path, what)
+    try:
+        source = find_checkpoint(path, what)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return read_weights(source)
     except (OSError, ValueError) as exc:
