@@ -163,3 +163,24 @@ def test_identity_prediction_scores_zero(tiny_dataset):
         assert row["final_score"] == pytest.approx(0.0, abs=1e-9)
         assert row["GPE_norm"] == pytest.approx(0.0, abs=1e-9)
         assert row["FDR"] == pytest.approx(100.0)  # the final drift is the whole displacement
+
+
+def test_bf16_changes_a_trained_models_trajectory_by_under_2_percent_of_its_gpe(tiny_dataset, local_run):
+    """The tolerance of the default precision (bf16 autocast where the CPU has it): the trajectory
+    moves by less than 2 % of the model's error."""
+    from dualtrack.evaluation.metrics import paper_metrics
+    from dualtrack.inference import predict_trajectory
+    from dualtrack.training import load_bundle
+
+    bundle = load_bundle(local_run)
+    dataset = TusRecDataset(tiny_dataset)
+    gpe, moved = [], []
+    for subject, name in dataset.scans:
+        sweep = dataset.load(subject, name)
+        ref = predict_trajectory(bundle.model, sweep, precision="fp32")
+        low = predict_trajectory(bundle.model, sweep, precision="bf16")
+        args = (sweep.shape, sweep.calibration.scale)
+        gpe.append(paper_metrics(sweep.global_transforms(), ref.global_, *args)["GPE"])
+        moved.append(paper_metrics(ref.global_, low.global_, *args)["GPE"])
+        assert not np.array_equal(ref.global_, low.global_)  # bf16 really ran
+    assert np.mean(moved) < 0.02 * np.mean(gpe), (np.mean(moved), np.mean(gpe))

@@ -10,7 +10,15 @@ import torch
 from dualtrack import geometry
 from dualtrack.data.sweep import Sweep
 from dualtrack.geometry import centre_to_corner, chain_local, image_centre_mm, params_to_matrix
-from dualtrack.inference import centre_crop_box, encode_chunked, predict_trajectory, sparse_frame_indices
+from dualtrack.inference import (
+    auto_chunk_size,
+    centre_crop_box,
+    encode_chunked,
+    plan_chunks,
+    predict_trajectory,
+    recompute_share,
+    sparse_frame_indices,
+)
 from dualtrack.models import TrajectoryModel, create_model, list_models
 
 TINY = [name for name in list_models() if name.endswith("_tiny")]
@@ -56,7 +64,7 @@ def test_chunked_inference_equals_unchunked(name: str) -> None:
         full = model.denormalise(model(torch.from_numpy(frames).float()[None] / 255))[0].double().numpy()
     assert np.abs(full).max() > 0.1  # outputs are far from trivial at this scale
     for chunk in (1, 4, 13, 64):
-        pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=chunk)
+        pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=chunk, precision="fp32")
         assert pred.params.shape == (29, 6)
         np.testing.assert_allclose(pred.params, full, rtol=1e-4, atol=1e-4, err_msg=f"chunk_size={chunk}")
 
@@ -74,7 +82,7 @@ def test_sparse_model_runs_on_evenly_spaced_frames_and_interpolates() -> None:
     centre = image_centre_mm(SPACING, frames.shape[1:])
     expected = chain_local(centre_to_corner(params_to_matrix(out), centre))
     for chunk in (1, 64):
-        pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=chunk)
+        pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=chunk, precision="fp32")
         assert pred.local.shape == (len(frames) - 1, 4, 4) and pred.params.shape == (len(frames) - 1, 6)
         np.testing.assert_allclose(pred.global_[selected], expected, atol=1e-6)
         # frames between two selected ones move in equal steps
@@ -101,7 +109,7 @@ def test_halo_is_needed_and_sufficient(name: str) -> None:
 def test_global_poses_chain_the_local_poses() -> None:
     frames = _frames(n=12)
     model = _trained_state(create_model("dualtrack_tiny"), frames)
-    pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=5)
+    pred = predict_trajectory(model, frames, spacing=SPACING, chunk_size=5, precision="fp32")
     assert pred.local.shape == (11, 4, 4) and pred.global_.shape == (12, 4, 4)
     np.testing.assert_allclose(pred.global_[0], np.eye(4), atol=1e-12)
     for i in range(1, 12):
@@ -143,11 +151,12 @@ def test_centre_origin_rotation_keeps_the_image_centre_fixed() -> None:
 def test_uint8_float_and_sweep_inputs_agree() -> None:
     frames = _frames(n=10, h=32, w=40)
     model = _trained_state(create_model("dualtrack_tiny"), frames)
-    from_uint8 = predict_trajectory(model, frames, spacing=SPACING, chunk_size=4)
-    from_float = predict_trajectory(model, torch.from_numpy(frames).float() / 255, spacing=SPACING)
+    from_uint8 = predict_trajectory(model, frames, spacing=SPACING, chunk_size=4, precision="fp32")
+    as_float = torch.from_numpy(frames).float() / 255
+    from_float = predict_trajectory(model, as_float, spacing=SPACING, precision="fp32")
     np.testing.assert_allclose(from_uint8.params, from_float.params, atol=1e-5)
     sweep = Sweep.from_arrays(frames)
-    from_sweep = predict_trajectory(model, sweep, chunk_size=4)
+    from_sweep = predict_trajectory(model, sweep, chunk_size=4, precision="fp32")
     np.testing.assert_allclose(from_sweep.params, from_uint8.params, atol=1e-6)
     centre = geometry.image_centre_mm(sweep.spacing, (32, 40))
     expected = geometry.centre_to_corner(geometry.params_to_matrix(from_sweep.params), centre)
@@ -161,7 +170,7 @@ def test_centre_crop_feeds_the_local_branch_and_full_frames_the_global_branch() 
     model = _trained_state(create_model("dualtrack_tiny"), frames)
     assert centre_crop_box((40, 48), (32, 32)) == (4, 8, 32, 32)
     assert centre_crop_box((40, 48), None) == (0, 0, 40, 48)
-    pred = predict_trajectory(model, frames, spacing=SPACING, crop=(32, 32), chunk_size=3)
+    pred = predict_trajectory(model, frames, spacing=SPACING, crop=(32, 32), chunk_size=3, precision="fp32")
     x = torch.from_numpy(frames).float()[None] / 255
     index = torch.arange(9)[None]
     with torch.no_grad():
@@ -171,11 +180,59 @@ def test_centre_crop_feeds_the_local_branch_and_full_frames_the_global_branch() 
         predict_trajectory(model, frames, spacing=SPACING, crop=(64, 32))
 
 
-def test_amp_and_training_mode_restored() -> None:
+def test_bf16_and_training_mode_restored() -> None:
     frames = _frames(n=8)
     model = _trained_state(create_model("local_only_tiny"), frames).train()
-    ref = predict_trajectory(model, frames, spacing=SPACING)
+    ref = predict_trajectory(model, frames, spacing=SPACING, precision="fp32")
     assert model.training
-    low = predict_trajectory(model, frames, spacing=SPACING, amp=True)
+    low = predict_trajectory(model, frames, spacing=SPACING, precision="bf16")
     assert np.isfinite(low.params).all()
     assert np.abs(low.params - ref.params).max() < 0.05 * np.abs(ref.params).max() + 1e-2
+
+
+@pytest.mark.parametrize("halo", [5, 17])
+def test_chunk_plan_reencodes_under_ten_percent_at_every_length(halo: int) -> None:
+    """The automatic plan: one pass when the sweep fits the budget, else chunks that re-encode
+    fewer than 10 % of the frames (the old fixed 64-frame chunks with a 17-frame halo: 50 % at 546 frames)."""
+    frame_bytes = 1000
+    for n in [*range(64, 800, 37), 546, 1500, 4000]:
+        for budget_frames in (8, 100, 400, 1000, 10_000):
+            size = auto_chunk_size(n, halo, frame_bytes, budget_frames * frame_bytes)
+            plan = plan_chunks(n, halo, size, balance=True)
+            assert plan[0].start == 0 and plan[-1].stop == n
+            assert all(a.stop == b.start for a, b in zip(plan, plan[1:], strict=False))
+            assert all(c.lo == max(0, c.start - halo) and c.hi == min(n, c.stop + halo) for c in plan)
+            assert recompute_share(plan) < 0.1, (n, budget_frames, size)
+            if n <= budget_frames:
+                assert len(plan) == 1
+    old = plan_chunks(546, 17, 64)
+    assert recompute_share(old) > 0.45  # the old fixed plan re-encoded half the frames again
+
+
+def test_default_plan_is_one_pass_and_a_tight_budget_chunks_exactly(monkeypatch) -> None:
+    frames = _frames(n=30)
+    model = _trained_state(create_model("dualtrack_tiny"), frames)
+    calls = []
+    encode = model.encode_frames
+    monkeypatch.setattr(model, "encode_frames", lambda x: calls.append(x.shape[1]) or encode(x))
+    one = predict_trajectory(model, frames, spacing=SPACING, precision="fp32")
+    assert calls == [30]
+    calls.clear()
+    r = model.temporal_receptive_field
+    per_frame = model.frame_memory_bytes(32, 32, 4)
+    budget_gb = (2 * r + 21 * r + 2) * per_frame / 1e9  # room for one chunk of about 21 r frames
+    tight = predict_trajectory(model, _frames(n=30 * r), spacing=SPACING, precision="fp32",
+                               memory_budget_gb=budget_gb)
+    assert len(calls) >= 2 and sum(calls) < 1.1 * 30 * r
+    full = predict_trajectory(model, _frames(n=30 * r), spacing=SPACING, precision="fp32", chunk_size=30 * r)
+    np.testing.assert_allclose(tight.params, full.params, atol=1e-4)
+    assert one.params.shape == (29, 6)
+
+
+def test_precision_names_are_checked() -> None:
+    frames = _frames(n=6)
+    model = _trained_state(create_model("local_only_tiny"), frames)
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        predict_trajectory(model, frames, spacing=SPACING, precision="half")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        predict_trajectory(model, frames, spacing=SPACING, precision="fp16", device="cpu")

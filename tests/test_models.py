@@ -340,3 +340,36 @@ def test_timm_backbone_plumbing_and_grayscale_weights(monkeypatch, tmp_path) -> 
     assert torch.allclose(weight, rgb.conv.weight.sum(1, keepdim=True))
     frames, _ = structured_clip(b=1, t=5)
     assert model(frames).shape == (1, 4, 6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_batchnorm_is_folded_in_eval_mode_with_the_same_result(dims):
+    from dualtrack.models.resnet import conv_bn
+
+    torch.manual_seed(0)
+    conv = (nn.Conv2d if dims == 2 else nn.Conv3d)(3, 8, 3, padding=1, bias=dims == 3)
+    bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(8)
+    x = torch.randn(2, 3, *([6] * dims))
+    bn.train()
+    bn(conv(x))  # update the running statistics away from their defaults
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+    train_out = conv_bn(conv, bn, x)
+    assert torch.allclose(train_out, nn.functional.batch_norm(
+        conv(x), None, None, bn.weight, bn.bias, training=True, eps=bn.eps), atol=1e-5)
+    bn.eval()
+    with torch.no_grad():
+        folded, plain = conv_bn(conv, bn, x), bn(conv(x))
+    assert torch.allclose(folded, plain, atol=1e-5)
+
+
+def test_3d_cnn_keeps_channels_last_weights_through_loading():
+    net = resnet18_3d(width=4, layers=(1, 1, 1, 1))
+    conv = net.stem[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d)
+    other = resnet18_3d(width=4, layers=(1, 1, 1, 1))
+    other.load_state_dict(net.state_dict())
+    assert other.stem[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    out = net.eval()(torch.rand(1, 1, 5, 32, 32))
+    assert out.shape == (1, 32, 5, 2, 2)

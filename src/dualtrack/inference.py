@@ -7,10 +7,23 @@ windows, no averaging of overlapping predictions) while bounding memory:
   float ``[0, 1]`` there, chunk by chunk.
 * Models of the DualTrack family (methods ``encode_frames`` / ``forward_encoded`` and the attribute
   ``temporal_receptive_field = r``) run their per-frame encoder (the local 3D CNN + pooling) on
-  chunks of ``chunk_size`` frames, each extended by ``r`` frames on both sides (the *halo*, clipped
-  at the sweep ends); only the chunk's own frames are kept. Because the encoder's temporal stride is 1
-  and its padding is zero padding, the result equals the unchunked one up to float round-off. The
-  sequence models (transformers, fusion) then see all ``N`` frames at once.
+  chunks of frames, each extended by ``r`` frames on both sides (the *halo*, clipped at the sweep
+  ends); only the chunk's own frames are kept. Because the encoder's temporal stride is 1 and its
+  padding is zero padding, the result equals the unchunked one up to float round-off. The sequence
+  models (transformers, fusion) then see all ``N`` frames at once.
+* Chunk plan (:func:`plan_chunks`, :func:`auto_chunk_size`): by default the whole sweep is encoded
+  in one pass when the encoder's estimated activation memory
+  (``model.frame_memory_bytes(h, w, itemsize)`` per frame) fits the memory budget (40 % of the
+  available RAM, or half the free GPU memory); otherwise chunks are as large as the budget allows
+  but never shorter than ``20 r + 1`` frames, so re-encoded halo frames stay under 10 % of the CNN
+  work at every sweep length. An explicit ``chunk_size`` gives fixed chunks (for tests and tight
+  memory).
+* Precision (:func:`dualtrack.utils.resolve_precision`): ``"auto"`` (default) runs under bf16
+  autocast on CPUs with native bf16 (AMX / AVX-512 BF16) and on GPUs that support it (fp16 on other
+  GPUs), else fp32; ``"fp32"``, ``"bf16"`` and ``"fp16"`` force one. On a trained model bf16 changes
+  the trajectory by well under 2 % of the model's GPE (tested; measured on the demo model in
+  docs/models.md). The 3D CNN runs in ``channels_last_3d`` memory format with its BatchNorms
+  folded into the convolutions (:mod:`dualtrack.models.resnet`), under ``torch.inference_mode``.
 * Models with a global branch (attribute ``global_stride = s``) get the **uncropped** frames
   ``0, s, 2s, ...`` as global input (the model resizes them itself).
 * Models trained on sparse frame subsets (attribute ``sparse_inference_frames = m``, i.e.
@@ -43,14 +56,23 @@ import numpy as np
 import torch
 
 from dualtrack import geometry
+from dualtrack.utils import autocast, resolve_device, resolve_precision
 
 __all__ = [
     "TrajectoryPrediction",
     "predict_trajectory",
     "centre_crop_box",
+    "Chunk",
+    "plan_chunks",
+    "auto_chunk_size",
+    "recompute_share",
+    "memory_budget_bytes",
     "encode_chunked",
     "sparse_frame_indices",
 ]
+
+MAX_RECOMPUTE = 0.1
+"""Largest share of re-encoded halo frames the automatic chunk plan allows."""
 
 log = logging.getLogger(__name__)
 
@@ -93,31 +115,97 @@ def _to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float()
 
 
-def encode_chunked(model: Any, frames: torch.Tensor, chunk_size: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class Chunk:
+    """Frames ``start..stop-1`` are kept from an encoder pass over ``lo..hi-1`` (the halo around)."""
+
+    start: int
+    stop: int
+    lo: int
+    hi: int
+
+
+def plan_chunks(num_frames: int, halo: int | None, chunk_size: int, balance: bool = False) -> list[Chunk]:
+    """Chunks of at most ``chunk_size`` kept frames covering ``0..num_frames-1``, each encoded with
+    ``halo`` extra frames per side (clipped at the ends). Fixed-size chunks (the last one shorter),
+    or with ``balance`` the same number of chunks, ``ceil(N / chunk_size)``, of equal size.
+    ``halo=None`` (outputs depend on the whole sequence) is one chunk."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if halo is None or chunk_size >= num_frames:
+        return [Chunk(0, num_frames, 0, num_frames)]
+    if balance:
+        count = -(-num_frames // chunk_size)
+        bounds = [round(k * num_frames / count) for k in range(count + 1)]
+    else:
+        bounds = [*range(0, num_frames, chunk_size), num_frames]
+    pairs = zip(bounds, bounds[1:], strict=False)
+    return [Chunk(a, b, max(0, a - halo), min(num_frames, b + halo)) for a, b in pairs]
+
+
+def recompute_share(plan: list[Chunk]) -> float:
+    """Frames encoded more than once, as a share of the sweep's frames."""
+    n = plan[-1].stop
+    return (sum(c.hi - c.lo for c in plan) - n) / n
+
+
+def memory_budget_bytes(device: torch.device) -> int:
+    """Memory the chunk plan may fill: half the free GPU memory, or 40 % of the available RAM
+    (``MemAvailable``; 8 GB assumed where it cannot be read)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.5 * free)
+    available = 20e9
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in open("/proc/meminfo", encoding="ascii"):  # noqa: SIM115 - read once, closed at exit
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    return int(0.4 * available)
+
+
+def auto_chunk_size(num_frames: int, halo: int | None, frame_bytes: int, budget_bytes: int) -> int:
+    """Chunk size of the automatic plan (used with ``plan_chunks(..., balance=True)``): the whole
+    sweep when ``num_frames * frame_bytes`` fits ``budget_bytes``; else the largest chunk that fits
+    with its halo, but at least ``20 * halo + 1`` frames. ``ceil(N / size)`` balanced chunks have
+    fewer than ``N / size`` inner boundaries, each re-encoding ``2 * halo`` frames, so re-encoded
+    frames stay below ``2 * halo / size <`` :data:`MAX_RECOMPUTE` of the sweep."""
+    if halo is None or num_frames * frame_bytes <= budget_bytes:
+        return num_frames
+    c_min = int(2 * halo / MAX_RECOMPUTE) + 1
+    fit = max(1, budget_bytes // max(1, frame_bytes))
+    if fit - 2 * halo < c_min:
+        log.warning(
+            "the local encoder needs about %.1f GB for %d-frame chunks, more than the %.1f GB budget; "
+            "running them anyway (smaller chunks would re-encode over %.0f %% of the frames)",
+            (c_min + 2 * halo) * frame_bytes / 1e9, c_min, budget_bytes / 1e9, 100 * MAX_RECOMPUTE,
+        )
+    return max(c_min, fit - 2 * halo)
+
+
+def encode_chunked(
+    model: Any, frames: torch.Tensor, chunk_size: int | None = None, *, balance: bool = False
+) -> torch.Tensor:
     """Per-frame features ``model.encode_frames`` of a whole sweep, in chunks with a halo.
 
     Args:
         model: has ``encode_frames((1, T, H, W)) -> (1, T, D)`` and ``temporal_receptive_field``
             (``r``, frames each side; ``None`` = the whole sweep in one chunk).
         frames: ``(N, H, W)`` uint8 or float in ``[0, 1]``, already on the model's device.
-        chunk_size: frames kept per chunk; each chunk is encoded with ``r`` extra frames per side.
+        chunk_size: frames kept per chunk (each encoded with ``r`` extra frames per side); ``None``
+            = the whole sweep in one pass.
+        balance: equal-size chunks (see :func:`plan_chunks`).
 
     Returns:
         ``(1, N, D)``, equal to ``model.encode_frames(frames[None])`` up to round-off (eval mode).
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n = frames.shape[0]
-    halo = model.temporal_receptive_field
-    if halo is None:
-        return model.encode_frames(_to_float(frames)[None])
+    plan = plan_chunks(n, model.temporal_receptive_field, n if chunk_size is None else chunk_size, balance)
     outs = []
-    for start in range(0, n, chunk_size):
-        stop = min(n, start + chunk_size)
-        lo, hi = max(0, start - halo), min(n, stop + halo)
-        feats = model.encode_frames(_to_float(frames[lo:hi])[None])
-        outs.append(feats[:, start - lo : stop - lo])
-    return torch.cat(outs, 1)
+    for c in plan:
+        feats = model.encode_frames(_to_float(frames[c.lo : c.hi])[None])
+        outs.append(feats[:, c.start - c.lo : c.stop - c.lo])
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
 def sparse_frame_indices(num_frames: int, count: int) -> np.ndarray:
@@ -143,9 +231,10 @@ def predict_trajectory(
     *,
     spacing: tuple[float, float] | None = None,
     device: str | torch.device | None = None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     crop: tuple[int, int] | None | str = "model",
-    amp: bool = False,
+    precision: str = "auto",
+    memory_budget_gb: float | None = None,
 ) -> TrajectoryPrediction:
     """Predict the trajectory of a whole sweep (see the module docstring for the method).
 
@@ -155,12 +244,16 @@ def predict_trajectory(
         sweep_or_frames: a :class:`~dualtrack.data.sweep.Sweep`, or frames ``(N, H, W)`` (numpy or
             torch; uint8, or float in ``[0, 1]``) together with ``spacing``.
         spacing: ``(sx, sy)`` mm per pixel (overrides the sweep's own when given).
-        device: e.g. ``"cuda"``; default: CUDA when available, else CPU.
-        chunk_size: frames per chunk of the local CNN (larger = faster, more memory).
+        device: e.g. ``"cuda"``; default (``None`` or ``"auto"``): CUDA when available, else CPU.
+        chunk_size: frames per chunk of the local CNN; ``None`` (default) = the automatic plan
+            (see the module docstring: one pass when it fits, re-encoded halo frames < 10 %).
         crop: centre crop ``(h, w)`` of the local input at full resolution, ``None`` for the whole
             frame, or ``"model"`` (default): the crop the model was trained with
             (``model.input_crop``, set by :func:`dualtrack.training.load_model`; ``None`` when unset).
-        amp: autocast (float16 on CUDA, bfloat16 on CPU).
+        precision: ``"auto"`` (default), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA); see the module
+            docstring.
+        memory_budget_gb: memory the automatic chunk plan may fill (default: see
+            :func:`memory_budget_bytes`).
 
     Returns:
         :class:`TrajectoryPrediction` with ``local (N-1, 4, 4)``, ``global_ (N, 4, 4)``,
@@ -172,7 +265,8 @@ def predict_trajectory(
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise ValueError(f"predict_trajectory: need frames (N >= 2, H, W), got {tuple(frames.shape)}")
     n, height, width = frames.shape
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
+    dtype = resolve_precision(precision, device)
     if crop == "model":
         crop = getattr(model, "input_crop", None)
     elif isinstance(crop, str):
@@ -188,15 +282,17 @@ def predict_trajectory(
     index = torch.from_numpy(selected).to(device)[None]
     was_training = model.training
     model.to(device).eval()
-    autocast = (
-        torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
-        if amp
-        else contextlib.nullcontext()
-    )
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(device, dtype):
             if hasattr(model, "encode_frames") and hasattr(model, "forward_encoded"):
-                feats = encode_chunked(model, local, chunk_size)
+                size = chunk_size
+                if size is None:
+                    budget = (memory_budget_bytes(device) if memory_budget_gb is None
+                              else int(memory_budget_gb * 1e9))
+                    itemsize = 4 if dtype is None else 2
+                    size = auto_chunk_size(len(selected), model.temporal_receptive_field,
+                                           model.frame_memory_bytes(h, w, itemsize), budget)
+                feats = encode_chunked(model, local, size, balance=chunk_size is None)
                 extra = {}
                 stride = getattr(model, "global_stride", None)
                 if stride:
@@ -206,7 +302,7 @@ def predict_trajectory(
                     }
                 out = model.forward_encoded(feats, index=index, **extra)
             elif hasattr(model, "predict_sweep"):
-                out = model.predict_sweep(_to_float(local)[None], index, chunk_size=chunk_size)
+                out = model.predict_sweep(_to_float(local)[None], index, chunk_size=chunk_size or 256)
             else:
                 out = model(_to_float(local)[None], index=index)
             params = model.denormalise(out.float())[0]

@@ -382,9 +382,9 @@ def predict_file(
     spacing: tuple[float, float] | None = None,
     calib: str | os.PathLike | None = None,
     overwrite: bool = False,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     tusrec_metrics: bool = False,
-    amp: bool = False,
+    precision: str = "auto",
 ) -> PredictResult:
     """Predict one scan's trajectory and write it (see the module docstring for the files).
 
@@ -397,9 +397,10 @@ def predict_file(
         spacing: ``(sx, sy)`` mm per pixel (needed for frame folders without ``calib``).
         calib: ``calib_matrix.csv``.
         overwrite: replace the outputs of an earlier run in ``out_dir``.
-        chunk_size: frames per chunk of the local CNN (memory vs speed; same result).
+        chunk_size: frames per chunk of the local CNN (``None`` = the automatic plan of
+            :func:`dualtrack.inference.predict_trajectory`; same result up to round-off).
         tusrec_metrics: also compute the official all-pixel TUS-REC metrics (slower).
-        amp: autocast (float16 on CUDA, bfloat16 on CPU).
+        precision: ``auto`` (bf16 where the hardware has it), ``fp32``, ``bf16`` or ``fp16`` (CUDA).
 
     Returns:
         :class:`PredictResult`.
@@ -434,7 +435,7 @@ def predict_file(
     frames = np.asarray(sweep.frames)
     t0 = time.perf_counter()
     pred = predict_trajectory(bundle.model, frames, spacing=sweep.spacing, device=dev,
-                              chunk_size=chunk_size, crop=crop, amp=amp)
+                              chunk_size=chunk_size, crop=crop, precision=precision)
     seconds = time.perf_counter() - t0
     log.info("predicted %d poses in %.2f s", sweep.num_frames, seconds)
 

@@ -14,7 +14,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write", "UsageError", "DEFAULT_DEVICE", "resolve_device", "progress_bar", "LogProgress"]
+__all__ = [
+    "atomic_write", "UsageError", "DEFAULT_DEVICE", "resolve_device", "PRECISIONS", "cpu_supports_bf16",
+    "resolve_precision", "autocast", "progress_bar", "LogProgress",
+]
 
 log = logging.getLogger("dualtrack.progress")
 
@@ -69,6 +72,51 @@ def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE, local_rank:
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""Values of every ``precision`` setting (``--precision``): ``auto`` = bf16 autocast on CPUs with
+native bf16 (AMX or AVX-512 BF16) and on CUDA GPUs that support it, fp16 on other GPUs, else fp32."""
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX-512 BF16), where oneDNN runs bf16
+    convolutions and matrix products several times faster than fp32."""
+    import torch.cpu
+
+    names = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so looked up with care
+    checks = [getattr(torch.cpu, name, None) for name in names]
+    if all(callable(c) for c in checks):
+        return any(c() for c in checks)
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+        return " amx_bf16" in flags or " avx512_bf16" in flags
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a ``precision`` setting on ``device`` (``None`` = plain fp32).
+
+    Raises:
+        UsageError: an unknown value, or ``fp16`` on a CPU.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        if cuda:
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+    if precision == "fp16" and not cuda:
+        raise UsageError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op context for ``None`` (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class LogProgress:

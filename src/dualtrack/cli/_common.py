@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dualtrack.utils import DEFAULT_DEVICE
+from dualtrack.utils import DEFAULT_DEVICE, PRECISIONS
 
 
 def add_device_argument(parser: argparse.ArgumentParser, purpose: str = "") -> None:
@@ -13,4 +13,13 @@ def add_device_argument(parser: argparse.ArgumentParser, purpose: str = "") -> N
     parser.add_argument(
         "--device", default=DEFAULT_DEVICE, metavar="DEV",
         help=f"auto (default: CUDA when available, else CPU), cpu, cuda or cuda:N{suffix}",
+    )
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` of inference, default ``auto`` (see :data:`dualtrack.utils.PRECISIONS`)."""
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS,
+        help="auto (default): bf16 autocast on CPUs with native bf16 (AMX / AVX-512 BF16) and on GPUs "
+        "that support it, fp16 on other GPUs, else fp32; or force fp32, bf16 or fp16 (CUDA only)",
     )

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dualtrack.cli._common import add_device_argument
+from dualtrack.cli._common import add_device_argument, add_precision_argument
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import load_splits
 from dualtrack.evaluation.evaluate import (
@@ -57,8 +57,9 @@ def register(sub) -> None:
     p.add_argument("--splits", metavar="FILE", help="splits JSON (default: the run's splits.json)")
     p.add_argument("-o", "--output", metavar="OUT", help="output folder (default RUN/eval-<split>)")
     add_device_argument(p)
-    p.add_argument("--chunk-size", type=int, default=64, metavar="N", help="frames per local-CNN chunk")
-    p.add_argument("--amp", action="store_true", help="autocast inference (fp16 on CUDA)")
+    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                   help="frames per local-CNN chunk (default: automatic, see dualtrack predict --help)")
+    add_precision_argument(p)
     p.add_argument(
         "--tusrec-metrics",
         action="store_true",
@@ -116,7 +117,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         crop=bundle.crop,
         device=device,
         chunk_size=args.chunk_size,
-        amp=args.amp,
+        precision=args.precision,
         tusrec=args.tusrec_metrics,
         progress=True,
     )
@@ -147,6 +148,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_compare(args)
     if args.weights is None:
         raise UsageError("RUN_OR_WEIGHTS is required (or use --compare NAME=TABLE ...)")
-    if args.chunk_size < 1:
+    if args.chunk_size is not None and args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     return _run_evaluate(args)

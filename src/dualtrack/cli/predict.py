@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dualtrack.cli._common import add_device_argument
+from dualtrack.cli._common import add_device_argument, add_precision_argument
 from dualtrack.utils import UsageError
 
 EPILOG = """\
@@ -45,24 +45,25 @@ def register(sub) -> None:
     p.add_argument("--spacing", nargs=2, type=float, metavar=("SX", "SY"),
                    help="pixel size in mm along columns and rows (needed for frame folders without --calib)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs in a non-empty OUT")
-    p.add_argument("--chunk-size", type=int, default=64,
-                   help="frames per chunk of the local CNN (memory vs speed; same result; default 64)")
+    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                   help="frames per chunk of the local CNN (default: the whole sweep when it fits in "
+                   "memory, else chunks that re-encode under 10 %% of the frames)")
     p.add_argument("--tusrec-metrics", action="store_true",
                    help="also compute the official all-pixel TUS-REC metrics (slower)")
-    p.add_argument("--amp", action="store_true", help="autocast (float16 on CUDA, bfloat16 on CPU)")
+    add_precision_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from dualtrack.predict import predict_file
 
-    if args.chunk_size < 1:
+    if args.chunk_size is not None and args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     res = predict_file(
         args.scan, args.weights, args.output, device=args.device,
         spacing=tuple(args.spacing) if args.spacing else None, calib=args.calib,
         overwrite=args.overwrite, chunk_size=args.chunk_size, tusrec_metrics=args.tusrec_metrics,
-        amp=args.amp,
+        precision=args.precision,
     )
     h, w = res.shape
     print(f"{res.scan}: {res.num_frames} frames {h}x{w}, model {res.model_name} ({res.weights})")

@@ -211,8 +211,9 @@ class EvaluationSpec:
         reference: model tested against every other one (paired Wilcoxon); ``null`` = no tests.
         tusrec: also compute the all-pixel TUS-REC errors and the normalised score.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
-        chunk_size: frames per chunk of the local CNN at inference.
-        amp: autocast at inference.
+        chunk_size: frames per chunk of the local CNN at inference (``null`` = automatic).
+        precision: inference precision, ``auto`` (bf16 where the hardware has it), ``fp32``,
+            ``bf16`` or ``fp16``; the global check uses the same.
         max_scans: evaluate at most this many scans, spread evenly (``null`` = all).
         boxplots: metrics with a box plot of their per-scan distribution.
         global_check: the global-branch check.
@@ -222,8 +223,8 @@ class EvaluationSpec:
     reference: str | None = "dualtrack"
     tusrec: bool = True
     device: str = "auto"
-    chunk_size: int = 64
-    amp: bool = False
+    chunk_size: int | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     max_scans: int | None = None
     boxplots: list[str] = field(default_factory=lambda: ["GPE", "LPE", "FDR", "max_drift"])
     global_check: GlobalCheckSpec = field(default_factory=GlobalCheckSpec)
@@ -940,7 +941,8 @@ def _global_check(cfg: BenchmarkConfig, dataset: TusRecDataset, scans: Sequence[
             raise ConfigError(f"evaluation.global_check.models: {name!r} has no separate global branch")
         res = global_branch_check(
             b.model, sweeps, modes=modes, label=name, seed=spec.seed, device=_device(cfg.evaluation.device),
-            chunk_size=cfg.evaluation.chunk_size, crop=b.crop, baseline=baselines.get(name),
+            chunk_size=cfg.evaluation.chunk_size, crop=b.crop, precision=cfg.evaluation.precision,
+            baseline=baselines.get(name),
         )  # fmt: skip
         rows += res.rows
     return rows, ""
@@ -1135,9 +1137,9 @@ def run_benchmark(
     device = _device(cfg.evaluation.device)
     eval_device = str(device or "auto")
     bundles, params, baselines = {}, {}, {}
-    # The global check predicts without autocast; the evaluation's predictions are its unmodified
-    # baseline only when they were made the same way.
-    keep_poses = cfg.evaluation.global_check.enabled and not cfg.evaluation.amp
+    # The global check predicts with the evaluation's settings, so the evaluation's predictions are
+    # its unmodified baseline.
+    keep_poses = cfg.evaluation.global_check.enabled
     for m in cfg.models:
         try:
             bundles[m.name] = load_bundle(plan.weights[m.name])
@@ -1147,7 +1149,8 @@ def run_benchmark(
         log.info("evaluating %s (%s) on %d scans", m.name, bundles[m.name].name, len(scans))
         evaluation = evaluate_model(
             bundles[m.name].model, dataset, scans, crop=bundles[m.name].crop, device=device,
-            chunk_size=cfg.evaluation.chunk_size, amp=cfg.evaluation.amp, tusrec=cfg.evaluation.tusrec,
+            chunk_size=cfg.evaluation.chunk_size, precision=cfg.evaluation.precision,
+            tusrec=cfg.evaluation.tusrec,
             progress=progress, keep_poses=keep_poses,
         )  # fmt: skip
         result.tables[m.name] = evaluation.table

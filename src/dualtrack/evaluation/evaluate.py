@@ -39,7 +39,7 @@ from dualtrack.evaluation.metrics import (
     wilcoxon_table,
 )
 from dualtrack.inference import predict_trajectory
-from dualtrack.utils import atomic_write, progress_bar
+from dualtrack.utils import atomic_write, progress_bar, resolve_device
 
 __all__ = [
     "PAPER_METRICS",
@@ -116,8 +116,8 @@ def evaluate_model(
     *,
     crop: tuple[int, int] | None = None,
     device: str | torch.device | None = None,
-    chunk_size: int = 64,
-    amp: bool = False,
+    chunk_size: int | None = None,
+    precision: str = "auto",
     tusrec: bool = False,
     progress: bool = False,
     keep_poses: bool = False,
@@ -129,7 +129,7 @@ def evaluate_model(
         dataset: the data; scans without tracking (no ground truth) are skipped with a warning.
         scans: ``(subject, name)`` pairs to evaluate.
         crop: the model's local-input centre crop (see :func:`dualtrack.inference.predict_trajectory`).
-        device, chunk_size, amp: passed to ``predict_trajectory``.
+        device, chunk_size, precision: passed to ``predict_trajectory``.
         tusrec: also compute the official all-pixel / landmark errors and the normalised score.
         progress: show a progress bar.
         keep_poses: keep every scan's predicted global poses in :attr:`Evaluation.poses`.
@@ -137,7 +137,7 @@ def evaluate_model(
     Returns:
         :class:`Evaluation` (``seconds`` is the prediction time of each scan, without loading).
     """
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     table: dict[str, dict[str, float]] = {}
     poses: dict[str, np.ndarray] = {}
     for subject, name in progress_bar(scans, desc="evaluating", unit="scan", enabled=progress):
@@ -150,7 +150,8 @@ def evaluate_model(
             torch.cuda.synchronize(dev)
         start = time.perf_counter()
         pred = predict_trajectory(
-            model, frames, spacing=sweep.spacing, device=dev, chunk_size=chunk_size, crop=crop, amp=amp
+            model, frames, spacing=sweep.spacing, device=dev, chunk_size=chunk_size, crop=crop,
+            precision=precision,
         )
         seconds = time.perf_counter() - start
         gt = sweep.global_transforms()

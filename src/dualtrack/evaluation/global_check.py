@@ -75,7 +75,8 @@ class GlobalInputOverride(nn.Module):
     """Wrap a model so that its global input is rewritten by ``replace`` at inference.
 
     Exposes what :func:`~dualtrack.inference.predict_trajectory` uses (``encode_frames``,
-    ``forward_encoded``, ``temporal_receptive_field``, ``global_stride``, ``denormalise``); only
+    ``forward_encoded``, ``temporal_receptive_field``, ``global_stride``, ``frame_memory_bytes``,
+    ``denormalise``); only
     ``forward_encoded`` differs: it calls ``replace(global_frames (B, Tg, H, W) float [0, 1],
     global_index (B, Tg))`` and passes the result, of the same shape, on to the wrapped model.
     """
@@ -95,6 +96,9 @@ class GlobalInputOverride(nn.Module):
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return self.model.encode_frames(frames)
+
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        return self.model.frame_memory_bytes(height, width, itemsize)
 
     def forward_encoded(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
         if global_frames is None or global_index is None:
@@ -175,13 +179,16 @@ def predict_with_global_input(
     other: Sweep | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     crop: tuple[int, int] | None = None,
+    precision: str = "auto",
 ) -> TrajectoryPrediction:
     """:func:`~dualtrack.inference.predict_trajectory` with the global input replaced by ``mode``
     (``None`` = unmodified). ``other`` is the donor sweep of ``other_sweep``."""
     if mode is None:
-        return predict_trajectory(model, sweep, device=device, chunk_size=chunk_size, crop=crop)
+        return predict_trajectory(
+            model, sweep, device=device, chunk_size=chunk_size, crop=crop, precision=precision
+        )
     if mode == "other_sweep" and other is None:
         raise ValueError("predict_with_global_input: mode 'other_sweep' needs another sweep")
     if mode not in GLOBAL_MODES:
@@ -193,7 +200,9 @@ def predict_with_global_input(
         return replace_global_frames(mode, frames, other_frames=other_frames, stride=stride, seed=seed)
 
     wrapper = GlobalInputOverride(model, replace)
-    return predict_trajectory(wrapper, sweep, device=device, chunk_size=chunk_size, crop=crop)
+    return predict_trajectory(
+        wrapper, sweep, device=device, chunk_size=chunk_size, crop=crop, precision=precision
+    )
 
 
 @dataclass
@@ -261,8 +270,9 @@ def global_branch_check(
     label: str | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     crop: tuple[int, int] | None = None,
+    precision: str = "auto",
     baseline: dict[str, np.ndarray] | None = None,
 ) -> GlobalCheckResult:
     """Evaluate ``model`` on ``sweeps`` with its global input replaced (see the module docstring).
@@ -273,7 +283,7 @@ def global_branch_check(
         modes: replacements to run, among :data:`GLOBAL_MODES`.
         label: model label in the result (default: the model's registry name).
         seed: base seed of ``noise`` / ``shuffle`` (sweep ``k`` uses ``seed + k``).
-        device, chunk_size, crop: as in :func:`~dualtrack.inference.predict_trajectory`.
+        device, chunk_size, crop, precision: as in :func:`~dualtrack.inference.predict_trajectory`.
         baseline: optional ``{scan_key: (N, 4, 4)}`` unmodified global predictions (e.g. from the
             benchmark's main evaluation), to avoid predicting them again.
 
@@ -302,7 +312,9 @@ def global_branch_check(
         if baseline is not None and key in baseline:
             g_ref = np.asarray(baseline[key], dtype=np.float64)
         else:
-            g_ref = predict_trajectory(model, sweep, device=device, chunk_size=chunk_size, crop=crop).global_
+            g_ref = predict_trajectory(
+                model, sweep, device=device, chunk_size=chunk_size, crop=crop, precision=precision
+            ).global_
         result.per_scan["none"][key] = {**_metrics(sweep, g_ref), "prediction_change": 0.0}
         donor = sweeps[donors[k]]
         result.donors[key] = donor.key
@@ -316,6 +328,7 @@ def global_branch_check(
                 device=device,
                 chunk_size=chunk_size,
                 crop=crop,
+                precision=precision,
             )
             result.per_scan[mode][key] = {
                 **_metrics(sweep, pred.global_),

@@ -209,8 +209,8 @@ def make_predict_ddfs(
 def model_predictor(
     weights: str | os.PathLike | torch.nn.Module,
     *,
-    chunk_size: int = 256,
-    amp: bool = False,
+    chunk_size: int | None = None,
+    precision: str = "auto",
 ) -> Predictor:
     """A :data:`Predictor` that runs a trained dualtrack model on the whole scan.
 
@@ -218,7 +218,7 @@ def model_predictor(
         weights: a run folder, a checkpoint, an exported folder (``model.safetensors`` +
             ``config.json``; loaded strictly with :func:`dualtrack.training.load_model`), or an
             already loaded model.
-        chunk_size, amp: forwarded to :func:`dualtrack.inference.predict_trajectory`.
+        chunk_size, precision: forwarded to :func:`dualtrack.inference.predict_trajectory`.
 
     Returns:
         ``predictor(frames, calibration, device) -> (N, 4, 4)`` global poses (corner-origin
@@ -237,7 +237,8 @@ def model_predictor(
 
     def predictor(frames: np.ndarray, calibration: Calibration, device: torch.device) -> np.ndarray:
         pred = predict_trajectory(
-            model, frames, spacing=calibration.spacing, device=device, chunk_size=chunk_size, amp=amp
+            model, frames, spacing=calibration.spacing, device=device, chunk_size=chunk_size,
+            precision=precision,
         )
         return pred.global_
 

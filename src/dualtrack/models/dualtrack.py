@@ -229,6 +229,9 @@ class LocalOnly(DualTrackFamily):
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return self.local_encoder.frame_tokens(frames)
 
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        return self.local_encoder.frame_memory_bytes(height, width, itemsize)
+
     def forward_encoded(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
         return self.head(self.local_encoder.temporal_tokens(features, index))
 
@@ -278,6 +281,9 @@ class GlobalOnly(DualTrackFamily):
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return self.global_encoder.frame_features(frames)
 
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        return self.global_encoder.frame_memory_bytes(itemsize) + 4 * height * width
+
     def forward_encoded(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
         return self.head(self.global_encoder.temporal_tokens(features, index))
 
@@ -316,6 +322,9 @@ class Coupled(DualTrackFamily):
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return self.local_encoder.frame_tokens(frames)
+
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        return self.local_encoder.frame_memory_bytes(height, width, itemsize)
 
     def forward_encoded(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
         return self.head(self.fusion(self.local_encoder.temporal_tokens(features, index), index))
@@ -388,6 +397,9 @@ class DualTrack(DualTrackFamily):
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return self.local_encoder.frame_tokens(frames)
+
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        return self.local_encoder.frame_memory_bytes(height, width, itemsize)
 
     def forward(
         self,

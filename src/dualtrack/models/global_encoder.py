@@ -187,6 +187,12 @@ class GlobalEncoder(nn.Module):
         self.temporal = TransformerEncoder(global_dim, global_layers, global_heads, global_ffn, dropout)
         self.dim = global_dim
 
+    def frame_memory_bytes(self, itemsize: int) -> int:
+        """Peak activation bytes per frame of :meth:`frame_features` (frames resized to
+        ``global_size``; a 64-channel map at half resolution, four alive, is an upper bound for the
+        built-in ResNet)."""
+        return 4 * 64 * (self.size // 2) ** 2 * itemsize + 4 * self.size**2
+
     def resize(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, H, W) -> (B*T, 1, S, S)`` with ``S = global_size`` (bilinear, antialiased)."""
         x = frames.flatten(0, 1)[:, None]

@@ -100,6 +100,11 @@ class LocalEncoder(nn.Module):
         self.temporal = TransformerEncoder(local_dim, local_layers, local_heads, local_ffn, dropout)
         self.dim = local_dim
 
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        """Peak activation bytes per frame of :meth:`frame_tokens`: the 3D CNN's first stage holds
+        about four ``width``-channel maps at half resolution alive (plus the float input frame)."""
+        return 4 * self.cnn.width * (height // 2) * (width // 2) * itemsize + 4 * height * width
+
     @property
     def temporal_receptive_field(self) -> int:
         """Frames each side that influence one frame's :meth:`frame_tokens` (the CNN's)."""

@@ -67,6 +67,13 @@ class TrajectoryModel(nn.Module):
         """MSE between normalised predictions and targets, both ``(B, T-1, 6)``."""
         return torch.nn.functional.mse_loss(pred.float(), target.float())
 
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        """Estimated peak activation memory per input frame of ``height x width`` pixels when the
+        per-frame encoder runs at ``itemsize`` bytes per value (4 = fp32, 2 = bf16/fp16); sizes the
+        automatic chunk plan of :func:`dualtrack.inference.predict_trajectory`. This default
+        assumes a 64-channel map at half resolution, four tensors alive."""
+        return 4 * 64 * (height // 2) * (width // 2) * itemsize + 4 * height * width
+
     def check_frames(self, frames: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``frames`` is ``(B, T, H, W)`` with ``T >= 2``."""
         name = self.model_name

@@ -20,6 +20,12 @@ Temporal receptive field (frames on each side of a frame that influence its feat
 ``1 x 1 x 1`` and never widen it. Because all temporal padding is zero padding and temporal strides are
 1, running the network on a window of frames ``[a - r, b + r)`` (clipped to the sequence) gives exactly
 the features of frames ``[a, b)`` of the full sequence in eval mode (BatchNorm with running statistics).
+
+Speed: in eval mode every BatchNorm is folded into the convolution before it (:func:`conv_bn`: one
+convolution with scaled weights and a bias, the same result up to round-off; the modules and
+their ``state_dict`` are unchanged), and the 3D network keeps its weights and activations in
+``channels_last_3d`` memory format, which oneDNN (CPU, with bf16 autocast several times faster than
+the default layout) and cuDNN run fastest.
 """
 
 from __future__ import annotations
@@ -30,6 +36,28 @@ import torch
 from torch import nn
 
 __all__ = ["ResNet2d", "ResNet3d", "resnet18_2d", "resnet18_3d"]
+
+
+def conv_bn(
+    conv: nn.Conv2d | nn.Conv3d, bn: nn.BatchNorm2d | nn.BatchNorm3d, x: torch.Tensor
+) -> torch.Tensor:
+    """``bn(conv(x))``; when ``bn`` is in eval mode, computed as one convolution with the BatchNorm
+    folded in (weights scaled by ``gamma / sqrt(var + eps)``, bias ``beta - mean * scale``)."""
+    if bn.training or not bn.track_running_stats:
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.ndim - 1)))
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv._conv_forward(x, weight, bias)
+
+
+def _shortcut(shortcut: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Identity, or the ``Sequential(conv, bn)`` projection through :func:`conv_bn`."""
+    if isinstance(shortcut, nn.Sequential):
+        return conv_bn(shortcut[0], shortcut[1], x)
+    return shortcut(x)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -56,9 +84,9 @@ class _BasicBlock2d(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        out = self.relu(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
+        return self.relu(out + _shortcut(self.shortcut, x))
 
 
 class _BasicBlock3d(nn.Module):
@@ -85,9 +113,9 @@ class _BasicBlock3d(nn.Module):
         return 2 * (self.kt // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        out = self.relu(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
+        return self.relu(out + _shortcut(self.shortcut, x))
 
 
 def _check_layers(layers: Sequence[int], width: int) -> tuple[int, ...]:
@@ -142,7 +170,8 @@ class ResNet2d(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, num_features, h, w)`` feature map."""
-        return self.stages(self.stem(x))
+        x = self.stem[3](self.stem[2](conv_bn(self.stem[0], self.stem[1], x)))
+        return self.stages(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, num_features)`` spatially mean-pooled features."""
@@ -176,6 +205,7 @@ class ResNet3d(nn.Module):
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be a positive odd number, got {temporal_kernel}")
         kt = temporal_kernel
+        self.width = width
         mid = max(1, round(width * 45 / 64))
         self.stem_kt = kt
         self.stem = nn.Sequential(
@@ -198,6 +228,7 @@ class ResNet3d(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = cin
         _init_weights(self)
+        self.to(memory_format=torch.channels_last_3d)
 
     @property
     def temporal_receptive_field(self) -> int:
@@ -209,8 +240,12 @@ class ResNet3d(nn.Module):
         return halo
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, T, H, W) -> (B, num_features, T, H/16, W/16)``."""
-        return self.stages(self.stem(x))
+        """``(B, C_in, T, H, W) -> (B, num_features, T, H/16, W/16)`` (``channels_last_3d`` memory)."""
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        s = self.stem
+        x = s[2](conv_bn(s[0], s[1], x))
+        x = s[5](conv_bn(s[3], s[4], x))
+        return self.stages(x)
 
 
 def resnet18_2d(

@@ -220,7 +220,8 @@ class RuntimeConfig:
     Attributes:
         seed: seed of data order, augmentations, initialisation and dropout.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: bf16 autocast (CUDA only; ignored on CPU).
+        amp: mixed precision: bf16 autocast of training on GPUs and on CPUs with native bf16 (AMX /
+            AVX-512 BF16), plain fp32 elsewhere; validation then predicts with ``precision="auto"``.
         val_every: validate every this many epochs (``0`` = only at the end).
         val_max_sweeps: at most this many validation sweeps per validation.
         log_every: optimiser steps per ``metrics.csv`` row.

@@ -8,7 +8,8 @@
    estimated on the training split and stored in the model's buffers;
 3. for each phase: frames are cached at model resolution, a DataLoader with worker processes
    feeds :class:`~dualtrack.training.datasets.SweepItemDataset` items, and the optimiser
-   (AdamW, cosine schedule with linear warm-up, gradient clipping, bf16 autocast on CUDA) steps
+   (AdamW, cosine schedule with linear warm-up, gradient clipping; with ``runtime.amp`` bf16 autocast
+   on GPUs and on CPUs with native bf16, see :func:`dualtrack.utils.resolve_precision`) steps
    on ``model.loss(model(frames), normalised targets)``;
 4. every ``runtime.val_every`` epochs the model predicts whole validation sweeps
    (:func:`dualtrack.inference.predict_trajectory`) and :func:`~dualtrack.evaluation.metrics.paper_metrics`
@@ -60,7 +61,7 @@ from dualtrack.training.datasets import SweepItemDataset, collate_items, target_
 from dualtrack.training.runs import MetricsLog, default_run_dir, write_run_files
 from dualtrack.training.samplers import EpochSampler
 from dualtrack.training.stages import Phase, chained_freeze, prepare_model, resolve_phases, set_frozen
-from dualtrack.utils import atomic_write, progress_bar
+from dualtrack.utils import atomic_write, autocast, cpu_supports_bf16, progress_bar
 
 __all__ = ["TrainResult", "prepare_run", "train", "lr_factor", "validate", "VAL_METRICS"]
 
@@ -203,11 +204,12 @@ def validate(
     device: torch.device,
     max_sweeps: int,
     info: ddp.DistInfo | None = None,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Mean paper metrics (GPE, LPE, FDR, max drift) over up to ``max_sweeps`` validation sweeps.
 
     The sweeps are spread evenly over ``scans`` and shared among the DDP processes; every process
-    returns the same means.
+    returns the same means. ``precision`` as in :func:`~dualtrack.inference.predict_trajectory`.
     """
     info = info or ddp.DistInfo()
     if not scans:
@@ -218,7 +220,7 @@ def validate(
     sums = torch.zeros(len(VAL_METRICS) + 1, dtype=torch.float64)
     for subject, name in chosen[info.rank :: info.world_size]:
         sweep = dataset.load(subject, name)
-        pred = predict_trajectory(model, sweep, device=device, crop=crop)
+        pred = predict_trajectory(model, sweep, device=device, crop=crop, precision=precision)
         with warnings_as_log():
             m = paper_metrics(sweep.global_transforms(), pred.global_, sweep.shape, sweep.calibration.scale)
         sums += torch.tensor([*(m[k] for k in VAL_METRICS), 1.0], dtype=torch.float64)
@@ -356,6 +358,7 @@ class _Trainer:
             self.device,
             self.cfg.runtime.val_max_sweeps,
             self.info,
+            precision="auto" if self.cfg.runtime.amp else "fp32",
         )
         log.info(
             "step %d validation: %s", self.state.step, {k: round(v, 4) for k, v in self.last_val.items()}
@@ -451,7 +454,9 @@ class _Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not trainable:
             raise ConfigError(f"phase {phase.name!r}: every parameter is frozen; nothing to train")
-        autocast = cfg.runtime.amp and device.type == "cuda"
+        # bf16 (no loss scaling needed) on every GPU, and on CPUs that compute it natively
+        bf16 = cfg.runtime.amp and (device.type == "cuda" or cpu_supports_bf16())
+        amp_dtype = torch.bfloat16 if bf16 else None
         bar = progress_bar(
             total=total,
             initial=state.epoch * steps_per_epoch + state.batches_done,
@@ -467,7 +472,7 @@ class _Trainer:
                 self.model.train()
                 for batch in loader:
                     lr = scheduler.get_last_lr()[0]
-                    loss = self._step(net, batch, optimizer, scheduler, trainable, autocast)
+                    loss = self._step(net, batch, optimizer, scheduler, trainable, amp_dtype)
                     loss_acc += loss.detach().double()
                     state.loss_count += 1
                     state.step += 1
@@ -528,7 +533,7 @@ class _Trainer:
         optimizer,
         scheduler,
         trainable: list[nn.Parameter],
-        autocast: bool,
+        amp_dtype: torch.dtype | None,
     ) -> torch.Tensor:
         device = self.device
         frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
@@ -540,7 +545,7 @@ class _Trainer:
                 "global_frames": batch["global_frames"].to(device, non_blocking=True).float().div_(255.0),
                 "global_index": batch["global_index"].to(device, non_blocking=True),
             }
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with autocast(device, amp_dtype):
             pred = net(frames, index=index, **extra)
             loss = self.model.loss(pred, target)
         if not torch.isfinite(loss):
