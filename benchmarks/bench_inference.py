@@ -1,23 +1,26 @@
-"""Benchmark: full-sweep inference time and peak memory of a registered model (random weights).
+"""Benchmark: full-sweep inference, the shipped default against our own fp32 unchunked reference.
 
-Runs :func:`dualtrack.inference.predict_trajectory` on a random uint8 sweep of ``N`` frames of
-``H x W`` held on the CPU, as a user would call it (the uint8 frames are copied to the device, the
-local CNN runs in halo chunks, the poses come back as numpy). Reports the median wall time over
-``--repeats`` calls after ``--warmup`` calls, and for models of the DualTrack family a split into
-the chunked per-frame encoder (3D CNN + pooling) and the rest (transformers, global branch, fusion).
+For each sweep length ``N`` (``--frames``, default 64 256 546) of ``H x W`` (default 480 x 640) a
+random uint8 sweep held on the CPU goes through :func:`dualtrack.inference.predict_trajectory` of a
+registered model with random weights (default ``dualtrack``, paper size; ``dualtrack_tusrec2024``
+and the other registered names work the same), as a user calls it, twice:
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one call; on the CPU the rise of the
-process's peak resident set size (``VmHWM`` reset through ``/proc/self/clear_refs`` where allowed).
+* **reference**: ``precision="fp32"``, ``chunk_size=N`` (the whole sweep in one pass, no halo);
+* **default**: the shipped defaults (``precision="auto"``: bf16 autocast on CPUs with AMX /
+  AVX-512 BF16 and on GPUs; the automatic chunk plan; channels-last 3D CNN with folded BatchNorm,
+  which the reference gets too: they are part of the model).
 
-Target (paper, RTX Quadro 6000): 546 frames of 480 x 640 in 0.73 s, < 7 GB::
+Printed and saved per length (JSON, ``--out``): ``frames``, ``reference_s``, ``default_s``,
+``speedup`` (reference / default), ``peak_rss_mb`` (rise of the process's peak resident memory
+during the default call; ``reference_peak_rss_mb`` likewise), on CUDA ``peak_gpu_mb``, and
+``max_traj_diff_mm``: the largest distance between the two predicted global trajectories over every
+frame and the image's 4 corners and centre, in mm. Times are the median of ``--repeats`` calls
+after one untimed call on a short sweep (kernel set-up). Run one benchmark at a time on a quiet
+machine; 546 frames take minutes in fp32 on two CPU cores::
 
-    python benchmarks/bench_inference.py --model dualtrack --device cuda --frames 546 \
-        --height 480 --width 640 --crop 256 256 --amp --chunk-size 256 --out benchmark_output/infer_gpu.json
-
-Scaled down on a CPU::
-
-    OMP_NUM_THREADS=1 python benchmarks/bench_inference.py --model dualtrack --device cpu \
-        --frames 64 --height 128 --width 128 --repeats 1 --warmup 0
+    OMP_NUM_THREADS=2 python benchmarks/bench_inference.py --out benchmark_output/infer_cpu.json
+    python benchmarks/bench_inference.py --device cuda --frames 546 1500 --repeats 3 \\
+        --out benchmark_output/infer_gpu.json
 """
 
 from __future__ import annotations
@@ -32,90 +35,119 @@ import numpy as np
 import torch
 
 from _common import PeakMemory, device_name, sync, write_json
-from dualtrack.inference import centre_crop_box, encode_chunked, predict_trajectory
+from dualtrack.geometry import image_points, transform_points
+from dualtrack.inference import auto_chunk_size, memory_budget_bytes, plan_chunks, predict_trajectory
+from dualtrack.inference import recompute_share as share
 from dualtrack.models import create_model
+from dualtrack.utils import cpu_supports_bf16, resolve_precision
 
 SPACING = (0.229389190673828, 0.220979690551758)
 
 
-def _split_timing(model, frames: np.ndarray, dev: torch.device, chunk: int, crop, amp: bool) -> dict:
-    """Seconds of the chunked per-frame encoder and of the sequence part, frames already on device."""
-    y0, x0, h, w = centre_crop_box(frames.shape[1:], crop)
-    raw = torch.from_numpy(frames).to(dev)
-    index = torch.arange(len(frames), device=dev)[None]
-    dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
-    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=amp):
+def measure(model, sweep: np.ndarray, dev: torch.device, repeats: int, **kwargs) -> dict:
+    """Median seconds of ``predict_trajectory(model, sweep, **kwargs)``, its peak memory rise and
+    the last prediction."""
+    host = PeakMemory(torch.device("cpu"))
+    gpu = PeakMemory(dev) if dev.type == "cuda" else None
+    times = []
+    for _ in range(max(1, repeats)):
         sync(dev)
-        t0 = time.perf_counter()
-        feats = encode_chunked(model, raw[:, y0 : y0 + h, x0 : x0 + w], chunk)
+        start = time.perf_counter()
+        pred = predict_trajectory(model, sweep, spacing=SPACING, device=dev, **kwargs)
         sync(dev)
-        t1 = time.perf_counter()
-        extra = {}
-        stride = getattr(model, "global_stride", None)
-        if stride:
-            extra = {
-                "global_frames": raw[::stride].float().div(255)[None],
-                "global_index": index[:, ::stride],
-            }
-        model.forward_encoded(feats, index=index, **extra)
-        sync(dev)
-        t2 = time.perf_counter()
-    return {"encoder_s": t1 - t0, "sequence_s": t2 - t1}
+        times.append(time.perf_counter() - start)
+    out = {"seconds": statistics.median(times), "seconds_all": times,
+           "peak_rss_mb": host.peak_bytes() / 2**20, "pred": pred}
+    if gpu is not None:
+        out["peak_gpu_mb"] = gpu.peak_bytes() / 2**20
+    return out
 
 
-def run(
-    model_name: str,
-    device: str,
-    frames: int,
-    height: int,
-    width: int,
-    crop: tuple[int, int] | None,
-    chunk_size: int,
-    amp: bool,
-    repeats: int,
-    warmup: int,
-) -> dict:
-    """Time ``predict_trajectory`` on a random sweep and measure its peak memory."""
+def max_trajectory_difference_mm(g_a: np.ndarray, g_b: np.ndarray, shape: tuple[int, int]) -> float:
+    """Largest distance (mm) between the two trajectories' images of the 4 corners and the centre."""
+    pts = image_points(shape, np.diag([*SPACING, 1.0, 1.0]), "five")
+    return float(np.linalg.norm(transform_points(g_a, pts) - transform_points(g_b, pts), axis=-1).max())
+
+
+def compare(model_name: str, device: str, lengths: list[int], height: int, width: int,
+            crop: tuple[int, int] | None, repeats: int) -> dict:
+    """Reference vs default for every sweep length (see the module docstring)."""
     dev = torch.device(device)
     torch.manual_seed(0)
     model = create_model(model_name).to(dev).eval()
-    sweep = np.random.default_rng(0).integers(0, 256, (frames, height, width), dtype=np.uint8)
-    call = lambda: predict_trajectory(  # noqa: E731
-        model, sweep, spacing=SPACING, device=dev, chunk_size=chunk_size, crop=crop, amp=amp
-    )
-    for _ in range(warmup):
-        call()
-    memory = PeakMemory(dev)
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        pred = call()
-        times.append(time.perf_counter() - start)
-    peak_bytes = memory.peak_bytes()
-    result = {
-        "benchmark": "predict_trajectory full sweep",
+    rng = np.random.default_rng(0)
+    warm = rng.integers(0, 256, (min(40, min(lengths)), height, width), dtype=np.uint8)
+    for precision in ("fp32", "auto"):
+        predict_trajectory(model, warm, spacing=SPACING, device=dev, crop=crop, precision=precision)
+    dtype = resolve_precision("auto", dev)
+    rows = []
+    for n in lengths:
+        sweep = rng.integers(0, 256, (n, height, width), dtype=np.uint8)
+        ref = measure(model, sweep, dev, repeats, crop=crop, precision="fp32", chunk_size=n)
+        new = measure(model, sweep, dev, repeats, crop=crop, precision="auto")
+        h, w = crop or (height, width)
+        per_frame = model.frame_memory_bytes(h, w, 4 if dtype is None else 2)
+        size = auto_chunk_size(n, model.temporal_receptive_field, per_frame, memory_budget_bytes(dev))
+        plan = plan_chunks(n, model.temporal_receptive_field, size, balance=True)
+        row = {
+            "frames": n,
+            "reference_s": ref["seconds"],
+            "default_s": new["seconds"],
+            "speedup": ref["seconds"] / new["seconds"],
+            "peak_rss_mb": new["peak_rss_mb"],
+            "reference_peak_rss_mb": ref["peak_rss_mb"],
+            "max_traj_diff_mm": max_trajectory_difference_mm(ref["pred"].global_, new["pred"].global_,
+                                                             (height, width)),
+            "default_chunks": len(plan),
+            "default_recompute_share": share(plan),
+            "reference_s_all": ref["seconds_all"],
+            "default_s_all": new["seconds_all"],
+        }
+        if dev.type == "cuda":
+            row["peak_gpu_mb"] = new["peak_gpu_mb"]
+            row["reference_peak_gpu_mb"] = ref["peak_gpu_mb"]
+        rows.append(row)
+        print(f"{n:5d} frames: reference {row['reference_s']:8.2f} s, default {row['default_s']:7.2f} s, "
+              f"speedup {row['speedup']:.2f}x, peak RSS {row['peak_rss_mb']:.0f} MB (reference "
+              f"{row['reference_peak_rss_mb']:.0f} MB), max trajectory difference "
+              f"{row['max_traj_diff_mm']:.3g} mm, {row['default_chunks']} chunk(s)", flush=True)
+    return {
+        "benchmark": "predict_trajectory: shipped default vs fp32 unchunked reference",
         "model": model_name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(dev),
         "device_name": device_name(dev),
-        "frames": frames,
+        "cpu_bf16": cpu_supports_bf16(),
+        "default_precision": str(dtype).replace("torch.", "") if dtype is not None else "fp32",
         "shape": [height, width],
         "crop": list(crop) if crop else None,
-        "chunk_size": chunk_size,
-        "halo": getattr(model, "temporal_receptive_field", None),
-        "amp": amp,
-        "seconds_median": statistics.median(times),
-        "seconds_all": times,
-        "ms_per_frame": 1000.0 * statistics.median(times) / frames,
-        "peak_memory_mb": peak_bytes / 2**20,
-        "memory_method": memory.method,
-        "finite_output": bool(np.isfinite(pred.global_).all()),
+        "halo": model.temporal_receptive_field,
+        "repeats": repeats,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "results": rows,
     }
-    if hasattr(model, "encode_frames"):
-        result["split"] = _split_timing(model, sweep, dev, chunk_size, crop, amp)
-    return result
+
+
+def run(model_name: str, device: str, frames: int, height: int, width: int, crop: tuple[int, int] | None,
+        chunk_size: int | None, precision: str, repeats: int) -> dict:
+    """One timed configuration (used by ``run_dualtrack_pipeline.py``): median seconds, peak memory."""
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = create_model(model_name).to(dev).eval()
+    sweep = np.random.default_rng(0).integers(0, 256, (frames, height, width), dtype=np.uint8)
+    predict_trajectory(model, sweep[: min(40, frames)], spacing=SPACING, device=dev, crop=crop,
+                       precision=precision)
+    m = measure(model, sweep, dev, repeats, crop=crop, chunk_size=chunk_size, precision=precision)
+    return {
+        "model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
+        "device_name": device_name(dev), "frames": frames, "shape": [height, width],
+        "crop": list(crop) if crop else None, "chunk_size": chunk_size, "precision": precision,
+        "seconds_median": m["seconds"], "seconds_all": m["seconds_all"],
+        "ms_per_frame": 1000 * m["seconds"] / frames,
+        "peak_memory_mb": m.get("peak_gpu_mb", m["peak_rss_mb"]),
+        "memory_method": "torch.cuda.max_memory_allocated rise" if dev.type == "cuda" else "peak RSS rise",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,40 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default="dualtrack", help="registered model name (default dualtrack)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--frames", type=int, default=546, help="frames of the sweep (default 546)")
+    parser.add_argument("--frames", type=int, nargs="+", default=[64, 256, 546],
+                        help="sweep lengths (default 64 256 546)")
     parser.add_argument("--height", type=int, default=480, help="frame height in pixels (default 480)")
     parser.add_argument("--width", type=int, default=640, help="frame width in pixels (default 640)")
-    parser.add_argument(
-        "--crop", type=int, nargs=2, metavar=("H", "W"), help="centre crop of the local input"
-    )
-    parser.add_argument("--chunk-size", type=int, default=64, help="frames per local CNN chunk (default 64)")
-    parser.add_argument("--amp", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    parser.add_argument("--crop", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
+                        help="centre crop of the local input (default 256 256, the paper's)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per setting (default 1)")
     parser.add_argument("--out", type=Path, default=Path("benchmark_output/inference.json"), help="JSON file")
     args = parser.parse_args(argv)
-    if args.frames < 2:
+    if min(args.frames) < 2:
         parser.error("--frames must be at least 2")
-    result = run(
-        args.model,
-        args.device,
-        args.frames,
-        args.height,
-        args.width,
-        tuple(args.crop) if args.crop else None,
-        args.chunk_size,
-        args.amp,
-        args.repeats,
-        args.warmup,
-    )
+    result = compare(args.model, args.device, args.frames, args.height, args.width, tuple(args.crop),
+                     args.repeats)
     write_json(args.out, result)
-    split = result.get("split")
-    extra = f" (encoder {split['encoder_s']:.3f} s, rest {split['sequence_s']:.3f} s)" if split else ""
-    print(
-        f"{args.model}: {args.frames} frames {args.height}x{args.width} on {result['device_name']}: "
-        f"{result['seconds_median']:.3f} s{extra}, peak memory {result['peak_memory_mb']:.0f} MB "
-        f"({result['memory_method']}) -> {args.out}"
-    )
+    print(f"{args.model} on {result['device_name']} ({result['torch_threads']} threads, default precision "
+          f"{result['default_precision']}) -> {args.out}")
     return 0
 
 

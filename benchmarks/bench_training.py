@@ -4,7 +4,8 @@ Simulates a dataset with :func:`dualtrack.simulate.simulate_dataset` (reused whe
 already holds it), then trains each stage for ``--steps`` optimiser steps with the shipped configs
 (``--size tiny``: ``tiny_local``, ``tiny_global``, ``tiny_fusion``, ``tiny_coupled``; ``--size
 full``: ``local``, ``global``, ``fusion``, ``coupled`` at paper size, for a GPU), through the real
-loop: DataLoader workers reading the memory-mapped frame cache, AdamW, bf16 autocast on CUDA.
+loop: DataLoader workers reading the memory-mapped frame cache, AdamW, bf16 autocast on GPUs and
+on CPUs with native bf16 (``runtime.amp``; ``--set runtime.amp=false`` for plain fp32).
 Reported per stage: items per second (median over the logged steps after ``--warmup`` steps),
 seconds per step, the unit (clips / subsets / sweeps) and the batch size, plus the wall time of
 the whole stage including setup and building the frame cache. Validation is off::
@@ -13,6 +14,9 @@ the whole stage including setup and building the frame cache. Validation is off:
         --out benchmark_output/train_tiny_cpu.json
     python benchmarks/bench_training.py --preset tusrec --size full --device cuda --workers 8 \
         --out benchmark_output/train_full_gpu.json
+    # the paper-size local stage on small frames, fp32 vs bf16 (CPU)
+    OMP_NUM_THREADS=2 python benchmarks/bench_training.py --preset small --size full --stages local \
+        --steps 8 --set "data.local_crop=[96, 128]" sampling.batch_size=2 runtime.amp=false
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--data", type=Path, default=None, help="dataset folder (simulated there if missing)")
     ap.add_argument("--stages", nargs="+", default=["local", "global", "fusion", "coupled"])
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="training overrides for every stage, e.g. runtime.amp=false")
     ap.add_argument("--out", type=Path, default=None, help="JSON output file")
     args = ap.parse_args()
 
@@ -106,6 +112,7 @@ def main() -> None:
             "runtime.progress=false",
             f"runtime.stop_after_steps={args.steps}",
             "optim.epochs=100000",
+            *args.set,
         ]
         results = []
         for stage in args.stages:
@@ -135,6 +142,7 @@ def main() -> None:
         "frames_per_scan": args.frames,
         "simulation_s": sim_s,
         "steps": args.steps,
+        "overrides": args.set,
         "stages": results,
     }
     print(json.dumps(report, indent=2))

@@ -300,14 +300,14 @@ def measure_inference(args: argparse.Namespace) -> dict:
     """``bench_inference.run`` for the ``--infer-*`` sweep (random weights of ``--infer-model``)."""
     return bench_inference.run(
         args.infer_model, args.device, args.infer_frames, args.infer_size[0], args.infer_size[1],
-        tuple(args.infer_crop), args.infer_chunk, not args.no_amp, args.infer_repeats, 1,
+        tuple(args.infer_crop), args.infer_chunk, args.infer_precision, args.infer_repeats,
     )  # fmt: skip
 
 
 def _inference_key(args: argparse.Namespace) -> dict:
     return {
         "model": args.infer_model, "frames": args.infer_frames, "size": list(args.infer_size),
-        "crop": list(args.infer_crop), "chunk": args.infer_chunk, "amp": not args.no_amp,
+        "crop": list(args.infer_crop), "chunk": args.infer_chunk, "precision": args.infer_precision,
         "device": args.device,
     }  # fmt: skip
 
@@ -354,16 +354,15 @@ def pipeline_markdown(report: dict) -> str:
     inf = report.get("inference")
     lines += ["", "## Full-sweep inference", ""]
     if inf:
-        split = inf.get("split") or {}
         lines += [
             f"`predict_trajectory` of `{inf['model']}` ({inf['parameters'] / 1e6:.1f} M parameters, random "
             f"weights), {inf['frames']} frames of {inf['shape'][0]} x {inf['shape'][1]}, local crop "
-            f"{inf['crop']}, chunks of {inf['chunk_size']} frames, autocast {inf['amp']}, "
+            f"{inf['crop']}, chunks of {inf['chunk_size'] or 'automatic'} frames, "
+            f"precision {inf['precision']}, "
             f"on {inf['device_name']}:",
             "",
             f"* time: **{inf['seconds_median']:.3f} s** (median of {len(inf['seconds_all'])}; "
-            f"{inf['ms_per_frame']:.2f} ms a frame); encoder {_fmt(split.get('encoder_s'), 3)} s, "
-            f"the rest {_fmt(split.get('sequence_s'), 3)} s",
+            f"{inf['ms_per_frame']:.2f} ms a frame)",
             f"* peak memory: **{inf['peak_memory_mb'] / 1024:.2f} GiB** ({inf['memory_method']})",
             "* paper (RTX Quadro 6000): 546 frames of 480 x 640 in 0.73 s, < 7 GB",
         ]
@@ -431,9 +430,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--infer-frames", type=int, default=546, help="frames of the timed sweep (default 546)")
     p.add_argument("--infer-size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     p.add_argument("--infer-crop", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
-    p.add_argument("--infer-chunk", type=int, default=256, help="frames per local CNN chunk (default 256)")
+    p.add_argument("--infer-chunk", type=int, default=None,
+                   help="frames per local CNN chunk (default: the automatic plan)")
     p.add_argument("--infer-repeats", type=int, default=3, help="timed calls (default 3)")
-    p.add_argument("--no-amp", action="store_true", help="time inference without autocast")
+    p.add_argument("--infer-precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="inference precision (default auto)")
     p.add_argument(
         "--all-models", action="store_true",
         help="train and evaluate every model of --config (the paper's whole Table 1) under the budget",
