@@ -50,7 +50,7 @@ from dualtrack.inference import predict_trajectory
 from dualtrack.reconstruction.export import write_trajectory
 from dualtrack.reconstruction.pipeline import find_calibration, open_scan_file
 from dualtrack.training.export import LoadedModel, load_bundle
-from dualtrack.utils import DEFAULT_DEVICE, atomic_write, resolve_device
+from dualtrack.utils import DEFAULT_DEVICE, atomic_dir, check_output_dir, resolve_device
 
 __all__ = [
     "PredictResult",
@@ -59,7 +59,6 @@ __all__ = [
     "load_scan",
     "min_frames",
     "load_weights",
-    "prepare_output_dir",
     "sweep_metrics",
     "predict_file",
 ]
@@ -304,34 +303,6 @@ def load_weights(weights: str | os.PathLike, device: str = "cpu") -> LoadedModel
 # ------------------------------------------------------------------------------------ outputs
 
 
-def _check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output folder {out} is an existing file")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"output folder {out} exists and is not empty; use --overwrite to replace its files"
-        )
-    return out
-
-
-def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create ``out_dir``; an existing non-empty folder is refused unless ``overwrite``.
-
-    With ``overwrite`` the folder is kept and only the files :func:`predict_file` writes are
-    replaced (a stale ``metrics.json`` of an earlier scan is removed).
-
-    Raises:
-        FileExistsError: ``out_dir`` exists and is not empty (or is a file).
-    """
-    out = _check_output_dir(out_dir, overwrite)
-    if out.is_dir() and any(out.iterdir()):
-        for name in OUTPUT_FILES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _finite_or_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _finite_or_none(v) for k, v in value.items()}
@@ -413,7 +384,7 @@ def predict_file(
     """
     scan = Path(scan)
     # Check everything that can fail before the output folder is touched.
-    out = _check_output_dir(out_dir, overwrite)
+    out = check_output_dir(out_dir, overwrite)
     sweep, has_gt = load_scan(scan, calib=calib, spacing=spacing)
     bundle = load_weights(weights, device)
     dev = resolve_device(device)
@@ -428,8 +399,6 @@ def predict_file(
             f"{scan}: frames of {sweep.shape[0]}x{sweep.shape[1]} pixels are smaller than the "
             f"{crop[0]}x{crop[1]} input crop of model {bundle.name!r} ({bundle.source})"
         )
-    out = prepare_output_dir(out, overwrite)
-
     log.info("predicting %s (%d frames %dx%d) with %s from %s",
              scan, sweep.num_frames, *sweep.shape, bundle.name, bundle.source)
     frames = np.asarray(sweep.frames)
@@ -446,10 +415,6 @@ def predict_file(
         "model": bundle.name,
         "weights": str(bundle.source),
     }
-    files = {
-        "trajectory_h5": write_trajectory(out / "trajectory.h5", pred.local, pred.global_, attrs=attrs),
-        "trajectory_csv": write_trajectory(out / "trajectory.csv", pred.local, pred.global_, attrs=attrs),
-    }
     metrics = None
     if has_gt:
         errors = sweep_metrics(
@@ -464,10 +429,15 @@ def predict_file(
             "units": "mm (FDR in %, normalised scores unitless)",
             **errors,
         })
-        path = out / "metrics.json"
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        files["metrics_json"] = path
+    # Every output is written into a temporary folder that replaces the old outputs only when complete.
+    with atomic_dir(out, overwrite, managed=OUTPUT_FILES) as tmp:
+        write_trajectory(tmp / "trajectory.h5", pred.local, pred.global_, attrs=attrs)
+        write_trajectory(tmp / "trajectory.csv", pred.local, pred.global_, attrs=attrs)
+        if metrics is not None:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    files = {"trajectory_h5": out / "trajectory.h5", "trajectory_csv": out / "trajectory.csv"}
+    if metrics is not None:
+        files["metrics_json"] = out / "metrics.json"
     return PredictResult(
         out_dir=out, scan=scan, weights=Path(bundle.source), model_name=bundle.name,
         num_frames=sweep.num_frames, shape=sweep.shape, spacing=tuple(sweep.spacing),

@@ -6,17 +6,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = [
-    "atomic_write", "UsageError", "DEFAULT_DEVICE", "resolve_device", "PRECISIONS", "cpu_supports_bf16",
-    "resolve_precision", "autocast", "progress_bar", "LogProgress",
+    "atomic_write", "check_output_dir", "atomic_dir", "UsageError", "DEFAULT_DEVICE", "resolve_device",
+    "PRECISIONS", "cpu_supports_bf16", "resolve_precision", "autocast", "progress_bar", "LogProgress",
 ]
 
 log = logging.getLogger("dualtrack.progress")
@@ -49,6 +50,55 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
+    """``path`` as an output folder: refused if it is a file, or a non-empty folder without
+    ``overwrite`` (``FileExistsError`` naming the folder and the ``--overwrite`` fix)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"output folder {path} is an existing file")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {path} exists and is not empty; use --overwrite to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(
+    path: str | os.PathLike, overwrite: bool = False, managed: Collection[str] | None = None
+) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``path``; when the block succeeds it becomes ``path``.
+
+    The previous folder is renamed aside, the new one renamed into place, and only then is the old
+    one deleted, so a failure or a kill at any point leaves either the complete old outputs or the
+    complete new ones (after a kill between the two renames, the old ones wait in
+    ``.<name>.old-<pid>`` beside it). With ``managed`` (file names), only those entries are
+    replaced: other entries of an existing folder are moved over into the new one.
+
+    Raises:
+        FileExistsError: see :func:`check_output_dir`.
+    """
+    path = check_output_dir(path, overwrite)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            if managed is not None:
+                for entry in path.iterdir():
+                    if entry.name not in managed and not (tmp / entry.name).exists():
+                        os.replace(entry, tmp / entry.name)
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE, local_rank: int = 0) -> torch.device:

@@ -20,7 +20,7 @@ from dualtrack.evaluation.evaluate import (
 )
 from dualtrack.training.config import load_config
 from dualtrack.training.export import load_bundle
-from dualtrack.utils import UsageError, atomic_write, resolve_device
+from dualtrack.utils import UsageError, atomic_write, check_output_dir, resolve_device
 
 DESCRIPTION = """\
 Evaluate a trained model (run directory, checkpoint or exported folder) on whole sweeps.
@@ -72,6 +72,7 @@ def register(sub) -> None:
         help="compare per-scan tables (metrics.csv or their folders) instead of evaluating",
     )
     p.add_argument("--reference", metavar="NAME", help="with --compare: test every method against NAME")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in OUT")
     p.set_defaults(func=run)
 
 
@@ -128,7 +129,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         splits=None if splits is None else str(splits),
     )
     out = Path(args.output) if args.output else (run_dir or src.parent) / f"eval-{split}"
-    csv_path, json_path = write_results(evaluation, out)
+    check_output_dir(out, args.overwrite)  # before the (long) evaluation
+    csv_path, json_path = write_results(evaluation, out, overwrite=args.overwrite)
     summary = evaluation.summary
     print(f"{bundle.name} on {len(evaluation.table)} scans ({split}) of {data}")
     keys = [

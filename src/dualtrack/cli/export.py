@@ -29,12 +29,13 @@ def register(sub) -> None:
         metavar="DIR",
         help="output folder (default RUN/export, or export/ beside a checkpoint file)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export in DIR")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     src = Path(args.run)
     out = Path(args.output) if args.output else (src if src.is_dir() else src.parent) / "export"
-    folder = export_model(src, out)
+    folder = export_model(src, out, overwrite=args.overwrite)
     print(f"exported {src} -> {folder / 'model.safetensors'} + {folder / 'config.json'}")
     return 0

@@ -39,7 +39,7 @@ from dualtrack.evaluation.metrics import (
     wilcoxon_table,
 )
 from dualtrack.inference import predict_trajectory
-from dualtrack.utils import atomic_write, progress_bar, resolve_device
+from dualtrack.utils import atomic_dir, atomic_write, progress_bar, resolve_device
 
 __all__ = [
     "PAPER_METRICS",
@@ -220,20 +220,27 @@ def write_table(path: str | os.PathLike, table: Mapping[str, Mapping[str, float]
     return path
 
 
-def write_results(evaluation: Evaluation, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``metrics.csv`` (one row per scan) and ``summary.json`` into ``out_dir``.
+def write_results(
+    evaluation: Evaluation, out_dir: str | os.PathLike, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """Write ``metrics.csv`` (one row per scan) and ``summary.json`` as the folder ``out_dir``.
+
+    The folder is written beside and renamed into place when complete
+    (:func:`dualtrack.utils.atomic_dir`); an existing non-empty ``out_dir`` is replaced only with
+    ``overwrite``.
 
     Returns:
         ``(csv_path, json_path)``.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds earlier results and ``overwrite`` is False.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = write_table(out / "metrics.csv", evaluation.table)
-    json_path = out / "summary.json"
     payload = {**evaluation.info, "num_scans": len(evaluation.table), "metrics": evaluation.summary}
-    with atomic_write(json_path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    return csv_path, json_path
+    with atomic_dir(out, overwrite) as tmp:
+        write_table(tmp / "metrics.csv", evaluation.table)
+        (tmp / "summary.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    return out / "metrics.csv", out / "summary.json"
 
 
 def read_table(path: str | os.PathLike) -> dict[str, dict[str, float]]:

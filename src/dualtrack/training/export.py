@@ -28,7 +28,7 @@ from dualtrack import __version__
 from dualtrack.models import TrajectoryModel, create_model
 from dualtrack.training.checkpoint import read_checkpoint
 from dualtrack.training.runs import find_checkpoint
-from dualtrack.utils import atomic_write
+from dualtrack.utils import atomic_dir, check_output_dir
 
 __all__ = ["LoadedModel", "read_weights", "read_input_spec", "export_model", "load_bundle", "load_model"]
 
@@ -152,18 +152,22 @@ def load_model(path_or_run: str | os.PathLike, device: str | torch.device = "cpu
     return load_bundle(path_or_run, device).model
 
 
-def export_model(path_or_run: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+def export_model(path_or_run: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model.safetensors`` and ``config.json`` for a run (see the module docstring).
+
+    Both files are written into a temporary folder that replaces ``out_dir`` only when both are
+    complete (:func:`dualtrack.utils.atomic_dir`), so an interrupted export never pairs one model's
+    config with another's weights.
 
     Returns:
         the export folder.
+
+    Raises:
+        FileExistsError: ``out_dir`` exists and is not empty, and ``overwrite`` is False.
     """
+    out = check_output_dir(out_dir, overwrite)
     bundle = load_bundle(path_or_run)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in bundle.model.state_dict().items()}
-    with atomic_write(out / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": EXPORT_FORMAT, "model_name": bundle.name})
     meta = {
         "format": EXPORT_FORMAT,
         "model_name": bundle.name,
@@ -174,6 +178,8 @@ def export_model(path_or_run: str | os.PathLike, out_dir: str | os.PathLike) -> 
         "source": str(bundle.source),
         "dualtrack_version": __version__,
     }
-    with atomic_write(out / "config.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    with atomic_dir(out, overwrite) as tmp:
+        save_file(state, str(tmp / "model.safetensors"),
+                  metadata={"format": EXPORT_FORMAT, "model_name": bundle.name})
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
