@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import pickle
 
 import h5py
@@ -214,14 +215,33 @@ def test_cache_maps_uncompressed_h5_in_place_and_resizes(tmp_path, layout):
         cache.frames("000", "a", 7, (3, 4))
 
 
-def _dataset(root, mode="clip", **sampling):
+def test_rewritten_scan_is_not_served_from_a_stale_cache(tmp_path):
+    """Same subject, name and frame count, new content: the cache key follows the file."""
+    path = tmp_path / "scan.h5"
+    old = np.full((5, 12, 16), 10, np.uint8)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("frames", data=old, compression="gzip")
+    sweep = Sweep.from_arrays(old, name="a")
+    sweep.frames = LazyFrames(path)
+    cache = FrameCache(tmp_path / "cache", tmp_path)
+    cache.build(sweep, (6, 8))
+    assert cache.frames("000", "a", 5, (6, 8)).max() == 10
+    new = np.full((5, 12, 16), 200, np.uint8)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("frames", data=new, compression="gzip")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    fresh = FrameCache(tmp_path / "cache", tmp_path)  # a later training run
+    fresh.build(sweep, (6, 8))
+    assert fresh.frames("000", "a", 5, (6, 8)).min() == 200
+
+
+def _dataset(root, mode="clip", global_stride=None, **sampling):
     cfg = load_config(
         "tiny_local", [f"sampling.mode={mode}", *(f"sampling.{k}={v}" for k, v in sampling.items())]
     )
     data = TusRecDataset(root)
-    ds = SweepItemDataset(
-        data, data.scans, cfg.data, cfg.sampling, FrameCache(root / ".dualtrack_cache", root), (32, 32), None
-    )
+    cache = FrameCache(root / ".dualtrack_cache", root)
+    ds = SweepItemDataset(data, data.scans, cfg.data, cfg.sampling, cache, (32, 32), global_stride)
     ds.prepare_cache()
     return data, ds
 
@@ -269,8 +289,7 @@ def test_subset_and_sweep_items_and_collate(tiny_dataset):
     _, ds = _dataset(tiny_dataset, mode="subset", subset_size=10)
     item = ds[(0, 5)]
     assert item["frames"].shape == (10, 32, 32) and np.all(np.diff(item["index"].numpy()) > 0)
-    _, ds = _dataset(tiny_dataset, mode="sweep", max_length=20)
-    ds.global_stride = 4
+    _, ds = _dataset(tiny_dataset, mode="sweep", global_stride=4, max_length=20)
     items = [ds[(i, 7 + i)] for i in range(2)]
     assert items[0]["frames"].shape == (20, 32, 48)
     assert items[0]["global_frames"].shape == (5, 32, 32)

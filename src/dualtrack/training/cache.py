@@ -12,9 +12,11 @@ chunk (as :func:`dualtrack.data.write_scan` and the simulator write it) is memor
 (no copy is made); other layouts and compressed files are decoded into the cache like resized
 ones.
 
-The key hashes the dataset folder (absolute path), the subject, the scan name, the frame count
-and the resolution, so a cache directory can be shared by several datasets and resolutions. Files
-are written atomically; delete the folder to rebuild.
+The key hashes the dataset folder (absolute path), the subject, the scan name, the frame count,
+the resolution and the scan file's size and modification time, so a cache directory can be shared
+by several datasets and resolutions, and a scan whose frames were rewritten (even with the same
+frame count) is decoded again instead of served stale. Files are written atomically; delete the
+folder to reclaim the space of outdated entries.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from dualtrack.data import LazyFrames, Sweep
 from dualtrack.utils import atomic_write
 
-__all__ = ["FrameCache", "ChunkedFrames", "resize_frames", "direct_map"]
+__all__ = ["FrameCache", "ChunkedFrames", "resize_frames", "direct_map", "source_stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,16 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return y[:, 0].round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
+def source_stamp(sweep: Sweep) -> str:
+    """``"<bytes>-<mtime ns>"`` of the file a sweep's frames are read from (``""`` for in-memory
+    frames): part of the cache key, so rewriting a scan invalidates its cached frames."""
+    frames = sweep.frames
+    if not isinstance(frames, LazyFrames):
+        return ""
+    st = os.stat(frames.path)
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
 class FrameCache:
     """Per-scan memory-mapped frame arrays at a fixed resolution.
 
@@ -129,16 +141,21 @@ class FrameCache:
         self.dataset_root = str(Path(dataset_root).resolve())
         self._open: dict[Path, np.ndarray] = {}
         self._direct: dict[Path, ChunkedFrames] = {}
+        self._built: dict[tuple[str, str, int, tuple[int, int]], Path] = {}
 
-    def path(self, subject: str, name: str, num_frames: int, size: tuple[int, int]) -> Path:
-        """File of one scan at resolution ``size = (h, w)``."""
-        key = f"{self.dataset_root}|{subject}|{name}|{num_frames}|{size[0]}x{size[1]}"
+    def path(
+        self, subject: str, name: str, num_frames: int, size: tuple[int, int], stamp: str = ""
+    ) -> Path:
+        """File of one scan at resolution ``size = (h, w)``; ``stamp`` identifies the source file's
+        content (see :func:`source_stamp`)."""
+        key = f"{self.dataset_root}|{subject}|{name}|{num_frames}|{size[0]}x{size[1]}|{stamp}"
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         return self.cache_dir / f"{subject}_{name}_{size[0]}x{size[1]}_{digest}.npy"
 
     def build(self, sweep: Sweep, size: tuple[int, int]) -> Path:
         """Decode and resize ``sweep`` into the cache unless present; returns the file."""
-        path = self.path(sweep.subject, sweep.name, sweep.num_frames, size)
+        path = self.path(sweep.subject, sweep.name, sweep.num_frames, size, source_stamp(sweep))
+        self._built[(sweep.subject, sweep.name, sweep.num_frames, tuple(size))] = path
         if path.is_file() or path in self._direct:
             return path
         if tuple(size) == sweep.shape:
@@ -164,7 +181,11 @@ class FrameCache:
         Raises:
             FileNotFoundError: the scan was not cached (call :meth:`build` first).
         """
-        path = self.path(subject, name, num_frames, size)
+        path = self._built.get((subject, name, num_frames, tuple(size)))
+        if path is None:
+            raise FileNotFoundError(
+                f"frame cache of {subject}/{name} at {size} was not built; build the cache first"
+            )
         arr = self._direct.get(path)
         if arr is None:
             arr = self._open.get(path)
