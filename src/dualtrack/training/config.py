@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ __all__ = [
     "TrainConfig",
     "load_config",
     "config_from_dict",
+    "check_values",
     "config_to_dict",
     "apply_overrides",
     "shipped_configs",
@@ -353,10 +356,88 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a nested mapping (missing keys take defaults)."""
+    """Build a :class:`TrainConfig` from a nested mapping (missing keys take defaults) and check
+    every value's range (:func:`check_values`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
-    return _from_dict(TrainConfig, data)
+    cfg = _from_dict(TrainConfig, data)
+    check_values(cfg)
+    return cfg
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def _need(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is out of range; it must be {rule}")
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def _size_pair(key: str, value: list[int] | None, minimum: int) -> None:
+    if value is not None:
+        _need(len(value) == 2 and all(v >= minimum for v in value), key, value,
+              f"[height, width] with both >= {minimum}, or null")
+
+
+def check_values(cfg: TrainConfig) -> None:
+    """Check the range of every numeric setting (counts positive, fractions in their interval,
+    rates finite) so that a bad value stops the run before its folder is created.
+
+    Raises:
+        ConfigError: naming the key, the value and the allowed range.
+    """
+    d, s, o, r = cfg.data, cfg.sampling, cfg.optim, cfg.runtime
+    for key, v in (("data.val_fraction", d.val_fraction), ("data.test_fraction", d.test_fraction)):
+        _need(_finite(v) and 0.0 <= v < 1.0, key, v, "a fraction in [0, 1)")
+    _need(d.val_fraction + d.test_fraction < 1.0, "data.val_fraction + data.test_fraction",
+          d.val_fraction + d.test_fraction, "below 1 (some subjects must be left for training)")
+    _need(d.num_workers >= 0, "data.num_workers", d.num_workers, ">= 0")
+    _size_pair("data.local_crop", d.local_crop, 2)
+    _size_pair("data.global_size", d.global_size, 2)
+    _need(s.clip_length >= 2, "sampling.clip_length", s.clip_length, ">= 2 (a transition needs two frames)")
+    _need(s.clips_per_scan >= 1, "sampling.clips_per_scan", s.clips_per_scan, ">= 1")
+    _need(s.subset_size >= 2, "sampling.subset_size", s.subset_size, ">= 2")
+    _need(s.max_length is None or s.max_length >= 2, "sampling.max_length", s.max_length, ">= 2 or null")
+    _need(s.batch_size >= 1, "sampling.batch_size", s.batch_size, ">= 1")
+    for key, v in (("sampling.flip", s.flip), ("sampling.reverse", s.reverse)):
+        _need(_finite(v) and 0.0 <= v <= 1.0, key, v, "a probability in [0, 1]")
+    _need(len(s.strides) >= 1 and min(s.strides) >= 1, "sampling.strides", s.strides,
+          "a non-empty list of integers >= 1")
+    _need(s.stats_items >= 1, "sampling.stats_items", s.stats_items, ">= 1")
+    _need(o.epochs >= 0, "optim.epochs", o.epochs, ">= 0")
+    _need(_finite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a finite number > 0")
+    _need(_finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", o.weight_decay,
+          "a finite number >= 0")
+    _need(len(o.betas) == 2 and all(_finite(b) and 0.0 <= b < 1.0 for b in o.betas), "optim.betas",
+          o.betas, "two numbers in [0, 1), e.g. [0.9, 0.999]")
+    _need(_finite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", o.warmup_epochs,
+          "a finite number >= 0")
+    _need(_finite(o.min_lr_ratio) and 0.0 <= o.min_lr_ratio <= 1.0, "optim.min_lr_ratio", o.min_lr_ratio,
+          "in [0, 1]")
+    _need(_finite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip", o.grad_clip,
+          "a finite number >= 0 (0 = no clipping)")
+    for i, p in enumerate(cfg.stage.phases):
+        k = f"stage.phases.{i}"
+        _need(p.epochs is None or p.epochs >= 0, f"{k}.epochs", p.epochs, ">= 0 or null")
+        _need(p.lr is None or (_finite(p.lr) and p.lr > 0), f"{k}.lr", p.lr, "a finite number > 0 or null")
+        wd = p.weight_decay
+        _need(wd is None or (_finite(wd) and wd >= 0), f"{k}.weight_decay", wd, "finite, >= 0 or null")
+        _need(p.warmup_epochs is None or (_finite(p.warmup_epochs) and p.warmup_epochs >= 0),
+              f"{k}.warmup_epochs", p.warmup_epochs, "a finite number >= 0 or null")
+        _need(p.clip_length is None or p.clip_length >= 2, f"{k}.clip_length", p.clip_length, ">= 2 or null")
+        _need(p.max_length is None or p.max_length >= 2, f"{k}.max_length", p.max_length, ">= 2 or null")
+        _need(p.batch_size is None or p.batch_size >= 1, f"{k}.batch_size", p.batch_size, ">= 1 or null")
+    _need(bool(_DEVICE.fullmatch(r.device)), "runtime.device", r.device, "auto, cpu, cuda, cuda:N or mps")
+    _need(r.val_every >= 0, "runtime.val_every", r.val_every, ">= 0 (0 = only at the end)")
+    _need(r.val_max_sweeps >= 1, "runtime.val_max_sweeps", r.val_max_sweeps, ">= 1")
+    _need(r.log_every >= 1, "runtime.log_every", r.log_every, ">= 1")
+    _need(r.checkpoint_every >= 0, "runtime.checkpoint_every", r.checkpoint_every, ">= 0 (0 = each epoch)")
+    _need(r.stop_after_steps is None or r.stop_after_steps >= 1, "runtime.stop_after_steps",
+          r.stop_after_steps, ">= 1 or null")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
