@@ -47,7 +47,6 @@ corner-origin matrices with :func:`dualtrack.geometry.centre_to_corner` (centre 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +55,7 @@ import numpy as np
 import torch
 
 from dualtrack import geometry
-from dualtrack.utils import autocast, resolve_device, resolve_precision
+from dualtrack.utils import autocast, available_memory_bytes, resolve_device, resolve_precision
 
 __all__ = [
     "TrajectoryPrediction",
@@ -155,13 +154,7 @@ def memory_budget_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(0.5 * free)
-    available = 20e9
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in open("/proc/meminfo", encoding="ascii"):  # noqa: SIM115 - read once, closed at exit
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-                break
-    return int(0.4 * available)
+    return int(0.4 * available_memory_bytes())
 
 
 def auto_chunk_size(num_frames: int, halo: int | None, frame_bytes: int, budget_bytes: int) -> int:

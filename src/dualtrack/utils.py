@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 __all__ = [
-    "atomic_write", "check_output_dir", "atomic_dir", "UsageError", "DEFAULT_DEVICE", "resolve_device",
-    "PRECISIONS", "cpu_supports_bf16", "resolve_precision", "autocast", "progress_bar", "LogProgress",
+    "atomic_write", "check_output_dir", "atomic_dir", "available_memory_bytes", "UsageError",
+    "DEFAULT_DEVICE", "resolve_device", "PRECISIONS", "cpu_supports_bf16", "resolve_precision",
+    "autocast", "progress_bar", "LogProgress",
 ]
 
 log = logging.getLogger("dualtrack.progress")
@@ -99,6 +100,16 @@ def atomic_dir(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def available_memory_bytes() -> int:
+    """``MemAvailable`` of ``/proc/meminfo`` (20 GB assumed where it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return 20 * 10**9
 
 
 def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE, local_rank: int = 0) -> torch.device:

@@ -143,7 +143,8 @@ def read_calibration(path: str | os.PathLike) -> Calibration:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the text does not follow the format (the message names the file and line).
+        ValueError: the text does not follow the format, the pixel spacing is not positive or the
+            image-to-tool matrix is singular (the message names the file and line).
     """
     path = Path(path)
     if not path.is_file():
@@ -156,6 +157,18 @@ def read_calibration(path: str | os.PathLike) -> Calibration:
     _check_header(path, lines, 5, RIGID_HEADER)
     scale = np.array([_parse_row(path, lines, i) for i in range(1, 5)])
     rigid = np.array([_parse_row(path, lines, i) for i in range(6, 10)])
+    sx, sy = scale[0, 0], scale[1, 1]
+    if not (sx > 0 and sy > 0):
+        raise ValueError(
+            f"{path}: the pixel spacing (S[0,0], S[1,1]) = ({sx:g}, {sy:g}) mm must be positive; "
+            "every distance in mm would be wrong"
+        )
+    det = np.linalg.det(rigid[:3, :3])
+    if abs(det) < 1e-6:
+        raise ValueError(
+            f"{path}: the image-to-tool matrix (rows 7-9) is singular (det {det:.3g}); it must be a "
+            "rigid transform"
+        )
     return Calibration(scale=scale, image_to_tool=rigid)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from dualtrack import geometry
 from dualtrack.data.calibration import TUSREC2024_CALIBRATION, Calibration
+from dualtrack.utils import available_memory_bytes
 
 __all__ = ["LazyFrames", "Sweep", "open_h5"]
 
@@ -130,6 +131,14 @@ class LazyFrames:
             return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        need = int(np.prod(self.shape)) * self.dtype.itemsize
+        have = available_memory_bytes()
+        if need > 0.8 * have:
+            raise MemoryError(
+                f"{self.path}: reading all {self.shape[0]} frames {tuple(self.shape[1:])} needs "
+                f"{need / 1e9:.3g} GB, more than the {have / 1e9:.3g} GB of memory available; if that frame "
+                "count is wrong, the file's header is damaged (dualtrack verify-data checks it)"
+            )
         with open_h5(self.path) as f:
             arr = self._open_dataset(f)[()]
         return arr if dtype is None else arr.astype(dtype, copy=False)

@@ -362,6 +362,12 @@ class TusRecDataset:
             if "frames" not in f:
                 raise KeyError(f"{path}: no 'frames' dataset (found {sorted(f.keys())})")
             ds = f["frames"]
+            if ds.ndim != 3 or ds.dtype != np.uint8:
+                raise ValueError(
+                    f"{path}: 'frames' is {ds.dtype} {tuple(ds.shape)}; TUS-REC frames are uint8 (N, H, W) "
+                    "in 0..255 (convert float frames with np.round(255 * x).astype(np.uint8) for [0, 1] "
+                    "data; docs/data.md)"
+                )
             frames = LazyFrames(path, "frames", shape=ds.shape, dtype=ds.dtype)
         return Sweep(
             subject=subject,
