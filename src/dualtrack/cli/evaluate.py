@@ -9,6 +9,7 @@ from pathlib import Path
 from dualtrack.cli._common import add_device_argument, add_precision_argument
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import load_splits
+from dualtrack.data.verify import preflight
 from dualtrack.evaluation.evaluate import (
     PAPER_METRICS,
     compare,
@@ -110,6 +111,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     bundle = load_bundle(src, device)
     dataset = TusRecDataset(data)
+    preflight(data)
     scans = select_scans(dataset, split, splits)
     evaluation = evaluate_model(
         bundle.model,

@@ -38,7 +38,7 @@ from dualtrack.utils import progress_bar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Issue", "VerifyReport", "verify_dataset"]
+__all__ = ["Issue", "VerifyReport", "verify_dataset", "preflight"]
 
 _MAX_LISTED = 10
 _RIGID_ATOL = 1e-3
@@ -492,4 +492,25 @@ def verify_dataset(root: str | os.PathLike, full: bool = False, progress: bool =
     if report.num_scans == 0:
         checker.error(top, "no scans found")
     log.debug("verified %s: %d errors, %d warnings", data_root, len(report.errors), len(report.warnings))
+    return report
+
+
+def preflight(root: str | os.PathLike, shown: int = 5) -> VerifyReport:
+    """The cheap checks of :func:`verify_dataset` (first and last frame of each scan), run by every
+    command before it reads a dataset, so that a broken file stops it at once with a message naming
+    the file instead of failing mid-run.
+
+    Raises:
+        ValueError: the dataset has errors; the message lists the first ``shown`` of them and points
+            to ``dualtrack verify-data`` for the full report.
+    """
+    report = verify_dataset(root)
+    if not report.ok:
+        errors = report.errors
+        listed = "\n".join(f"  {issue}" for issue in errors[:shown])
+        more = f"\n  ... and {len(errors) - shown} more" if len(errors) > shown else ""
+        raise ValueError(
+            f"{report.root}: the dataset fails {len(errors)} check(s) of the data contract "
+            f"(`dualtrack verify-data {report.root}` lists them all):\n{listed}{more}"
+        )
     return report

@@ -53,6 +53,7 @@ import yaml
 from dualtrack import __version__
 from dualtrack.data import TusRecDataset, normalise_subject
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
+from dualtrack.data.verify import preflight
 from dualtrack.evaluation.evaluate import compare, evaluate_model, write_table
 from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check, has_global_branch
 from dualtrack.training.config import ConfigError, TrainConfig, coerce, config_to_dict, load_config
@@ -1131,6 +1132,7 @@ def run_benchmark(
         _run_jobs(plan, splits, argv, dry_run=True)
         return result
     dataset = TusRecDataset(root)
+    preflight(root)
     scans = _eval_scans(cfg, dataset, splits)  # before training: fails early without held-out scans
     _run_jobs(plan, splits, argv, dry_run=False)
 

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
+from dualtrack.data.verify import preflight
 from dualtrack.evaluation.metrics import paper_metrics
 from dualtrack.inference import predict_trajectory
 from dualtrack.models import TrajectoryModel
@@ -172,9 +173,11 @@ def _open_dataset(root: str) -> TusRecDataset:
     if not root:
         raise ConfigError("data.root is not set (the dataset directory, e.g. data.root=/data/tusrec)")
     try:
-        return TusRecDataset(root)
+        dataset = TusRecDataset(root)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"data.root: {exc}") from None
+    preflight(root)  # a broken scan stops the run here, naming the file (exit code 1)
+    return dataset
 
 
 def _global_size(cfg: TrainConfig, model: nn.Module) -> tuple[int, int] | None:
