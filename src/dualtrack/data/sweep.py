@@ -19,7 +19,7 @@ from dualtrack import geometry
 from dualtrack.data.calibration import TUSREC2024_CALIBRATION, Calibration
 from dualtrack.utils import available_memory_bytes
 
-__all__ = ["LazyFrames", "Sweep", "open_h5"]
+__all__ = ["LazyFrames", "Sweep", "open_h5", "read_tforms"]
 
 
 def open_h5(path: str | os.PathLike) -> h5py.File:
@@ -36,6 +36,27 @@ def open_h5(path: str | os.PathLike) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as exc:
         raise OSError(f"{path}: cannot open as HDF5 (truncated or corrupt file?): {exc}") from None
+
+
+def read_tforms(f: h5py.File) -> np.ndarray | None:
+    """The ``tforms`` dataset of an open scan file, ``None`` when it has none.
+
+    Raises:
+        ValueError: not ``(N, 4, 4)``, or NaN / infinite values (the message names the file and
+            the first bad frame).
+    """
+    if "tforms" not in f:
+        return None
+    tforms = f["tforms"][()]
+    if tforms.ndim != 3 or tforms.shape[1:] != (4, 4):
+        raise ValueError(f"{f.filename}: 'tforms' must be (N, 4, 4), got {tforms.shape}")
+    bad = np.flatnonzero(~np.isfinite(tforms).all(axis=(1, 2)))
+    if bad.size:
+        raise ValueError(
+            f"{f.filename}: 'tforms' of frame(s) {bad[:5].tolist()} contain NaN or infinite values "
+            f"({bad.size} of {len(tforms)} frames)"
+        )
+    return tforms
 
 
 class LazyFrames:

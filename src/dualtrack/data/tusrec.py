@@ -28,7 +28,7 @@ import numpy as np
 
 from dualtrack import geometry
 from dualtrack.data.calibration import CALIBRATION_FILENAME, Calibration, read_calibration
-from dualtrack.data.sweep import LazyFrames, Sweep, open_h5
+from dualtrack.data.sweep import LazyFrames, Sweep, open_h5, read_tforms
 from dualtrack.utils import atomic_write
 
 log = logging.getLogger(__name__)
@@ -334,10 +334,10 @@ class TusRecDataset:
         if self.layout == "test" and not path.is_file():
             return None
         with open_h5(path) as f:
-            if "tforms" not in f:
+            tforms = read_tforms(f)
+            if tforms is None:
                 log.warning("%s: no 'tforms' dataset; sweep has no ground truth", path)
-                return None
-            return f["tforms"][()]
+            return tforms
 
     def load_landmarks(self, subject: str, name: str) -> np.ndarray | None:
         """``(K, 3)`` int landmarks of a scan, ``None`` when there are none."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from dualtrack.data import Calibration, LazyFrames, Sweep, read_calibration
 from dualtrack.data.calibration import CALIBRATION_FILENAME
-from dualtrack.data.sweep import open_h5
+from dualtrack.data.sweep import open_h5, read_tforms
 from dualtrack.data.tusrec import FRAMES_DIR, TRAIN_DIR, TRANSFS_DIR, find_landmark_file
 from dualtrack.reconstruction.compounding import Volume, reconstruct_volume
 from dualtrack.reconstruction.export import read_trajectory, write_nrrd, write_sequence_metafile
@@ -79,12 +79,12 @@ def open_scan_file(scan_path: str | os.PathLike, calibration: Calibration) -> Sw
             raise KeyError(f"{path}: no 'frames' dataset (found {sorted(f.keys())}); is this a TUS-REC scan?")
         ds = f["frames"]
         frames = LazyFrames(path, "frames", shape=ds.shape, dtype=ds.dtype)
-        tforms = f["tforms"][()] if "tforms" in f else None
+        tforms = read_tforms(f)
     if tforms is None:
         twin = _sibling_tforms(path)
         if twin is not None:
             with open_h5(twin) as f:
-                tforms = f["tforms"][()] if "tforms" in f else None
+                tforms = read_tforms(f)
     if frames.ndim != 3 or frames.dtype != np.uint8:
         raise ValueError(f"{path}: 'frames' must be (N, H, W) uint8, got {frames.shape} {frames.dtype}")
     if tforms is not None and tforms.shape != (frames.shape[0], 4, 4):
