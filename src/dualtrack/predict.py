@@ -49,7 +49,7 @@ from dualtrack.evaluation.metrics import identity_errors, normalised_score, pape
 from dualtrack.inference import predict_trajectory
 from dualtrack.reconstruction.export import write_trajectory
 from dualtrack.reconstruction.pipeline import find_calibration, open_scan_file
-from dualtrack.training.export import LoadedModel, load_bundle
+from dualtrack.training.export import load_bundle
 from dualtrack.utils import DEFAULT_DEVICE, atomic_dir, check_output_dir, resolve_device
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "load_frames",
     "load_scan",
     "min_frames",
-    "load_weights",
     "sweep_metrics",
     "predict_file",
 ]
@@ -280,26 +279,6 @@ def min_frames(model: Any) -> int:
     return max(2, int(getattr(model, "clip_length", 2) or 2))
 
 
-def load_weights(weights: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """Load a model from a run directory, checkpoint or exported folder, with clear errors.
-
-    Raises:
-        FileNotFoundError: nothing at ``weights``.
-        ValueError: no weights there, unreadable weights, or weights that do not fit the
-            architecture they claim (strict loading).
-    """
-    path = Path(weights)
-    if not path.exists():
-        raise FileNotFoundError(f"weights not found: {path} (expected a run directory, .pt or export folder)")
-    dev = resolve_device(device)
-    try:
-        return load_bundle(path, dev)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - safetensors / torch raise their own error types
-        raise ValueError(f"{path}: cannot load the weights ({type(exc).__name__}: {exc})") from None
-
-
 # ------------------------------------------------------------------------------------ outputs
 
 
@@ -386,7 +365,7 @@ def predict_file(
     # Check everything that can fail before the output folder is touched.
     out = check_output_dir(out_dir, overwrite)
     sweep, has_gt = load_scan(scan, calib=calib, spacing=spacing)
-    bundle = load_weights(weights, device)
+    bundle = load_bundle(weights, resolve_device(device))
     dev = resolve_device(device)
     need = min_frames(bundle.model)
     if sweep.num_frames < need:

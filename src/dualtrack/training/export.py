@@ -78,17 +78,24 @@ def _read_source(
     path: Path,
 ) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """``(model_name, model_config, state_dict, input_spec)`` of a checkpoint file or an exported
-    folder, each file read once."""
-    if _is_export(path):
-        meta = _read_export_config(path)
-        return (
-            meta["model_name"],
-            dict(meta.get("model_config", {})),
-            load_file(str(path / "model.safetensors")),
-            dict(meta.get("input", {})),
-        )
-    ckpt = read_checkpoint(path)
-    return ckpt["model_name"], dict(ckpt["model_config"]), ckpt["model"], dict(ckpt.get("input") or {})
+    folder, each file read once; damaged or hostile files are a ``ValueError`` naming the file."""
+    try:
+        if _is_export(path):
+            meta = _read_export_config(path)
+            name, config, spec = meta["model_name"], meta.get("model_config", {}), meta.get("input", {})
+            state = load_file(str(path / "model.safetensors"))
+        else:
+            ckpt = read_checkpoint(path)
+            name, config, spec = ckpt.get("model_name"), ckpt.get("model_config"), ckpt.get("input") or {}
+            state = ckpt.get("model")
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors / torch raise their own error types
+        raise ValueError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from None
+    _check_metadata(path, name, config, spec)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no model state_dict (a mapping of tensor names to tensors)")
+    return name, config, state, spec
 
 
 def read_weights(source: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
@@ -107,6 +114,26 @@ def read_input_spec(source: str | os.PathLike) -> dict[str, Any]:
     if _is_export(path):
         return dict(_read_export_config(path).get("input", {}))
     return dict(read_checkpoint(path).get("input") or {})
+
+
+MAX_PARAMETERS = 2_000_000_000
+"""Largest model :func:`load_bundle` builds (a damaged config can claim any size)."""
+
+
+def _check_metadata(source: Path, name: Any, config: Any, input_spec: Any) -> None:
+    """Refuse metadata of the wrong type or a local crop that is not two positive sizes."""
+    if not isinstance(name, str):
+        raise ValueError(f"{source}: the model name must be a string, got {name!r}")
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: the model config must be a mapping, got {type(config).__name__}")
+    if not isinstance(input_spec, dict):
+        raise ValueError(f"{source}: the input spec must be a mapping, got {type(input_spec).__name__}")
+    crop = input_spec.get("crop")
+    if crop is not None and not (
+        isinstance(crop, (list, tuple)) and len(crop) == 2
+        and all(isinstance(c, int) and not isinstance(c, bool) and 2 <= c <= 65536 for c in crop)
+    ):
+        raise ValueError(f"{source}: input crop must be null or [height, width] in 2..65536, got {crop!r}")
 
 
 def load_bundle(
@@ -129,8 +156,12 @@ def load_bundle(
     if expected is not None and name != expected:
         raise ValueError(f"{source} holds a {name!r} model, expected {expected!r}")
     try:
+        with torch.device("meta"):  # sizes first: a damaged config must not reach the allocator
+            count = sum(p.numel() for p in create_model(name, **config).parameters())
+        if count > MAX_PARAMETERS:
+            raise ValueError(f"{count:,} parameters, more than the {MAX_PARAMETERS:,} allowed")
         model = create_model(name, **config)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{source}: cannot rebuild model {name!r} ({config}): {exc}") from None
     try:
         model.load_state_dict(state, strict=True)
