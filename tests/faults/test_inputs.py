@@ -110,7 +110,21 @@ def singular_calibration(root: Path) -> Path:
     return _calibration(root, edit)
 
 
+def zero_frames(root: Path) -> Path:
+    _rewrite(root, frames=np.zeros((0, 48, 64), np.uint8), tforms=np.zeros((0, 4, 4), np.float32))
+    return _scan(root)
+
+
+def symlink_loop(root: Path) -> Path:
+    path = _scan(root)
+    path.unlink()
+    path.symlink_to(path.name)  # points at itself
+    return path
+
+
 MUTATIONS = {
+    "zero_frames": zero_frames,
+    "self_looping_symlink": symlink_loop,
     "truncated_h5": truncated,
     "nan_tforms": nan_tforms,
     "frames_missing": no_frames,

@@ -474,6 +474,9 @@ def verify_dataset(root: str | os.PathLike, full: bool = False, progress: bool =
     items = [(sid, name) for sid, names in scans.items() for name in names]
     for sid, name in progress_bar(items, desc="verify-data", unit="scan", enabled=progress):
         path = top / sid / f"{name}.h5"
+        if not path.is_file():
+            why = "a symbolic link to nowhere or in a loop" if path.is_symlink() else "not a regular file"
+            checker.error(path, f"scan is {why}; replace it with the scan file")
         d = checker.guarded(path, checker.frames_file) if path.is_file() else None
         dims[sid][name] = d
         if d is not None:

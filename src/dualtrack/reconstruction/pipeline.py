@@ -87,6 +87,8 @@ def open_scan_file(scan_path: str | os.PathLike, calibration: Calibration) -> Sw
                 tforms = read_tforms(f)
     if frames.ndim != 3 or frames.dtype != np.uint8:
         raise ValueError(f"{path}: 'frames' must be (N, H, W) uint8, got {frames.shape} {frames.dtype}")
+    if frames.shape[0] < 1:
+        raise ValueError(f"{path}: the scan has no frames")
     if tforms is not None and tforms.shape != (frames.shape[0], 4, 4):
         raise ValueError(
             f"{path}: 'tforms' has shape {tforms.shape}, expected ({frames.shape[0]}, 4, 4) for "
