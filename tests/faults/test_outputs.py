@@ -114,3 +114,21 @@ def test_sigkill_during_predict_overwrite_leaves_one_complete_set(run, tiny_data
         poses = read_trajectory(folder / "trajectory.h5").global_
         np.testing.assert_allclose(poses, old, atol=1e-6)  # same model, same scan: same trajectory
         assert (folder / "trajectory.csv").is_file() and (folder / "metrics.json").is_file()
+
+
+def test_simulate_refuses_to_extend_a_dataset_with_another_recipe(tmp_path, capsys):
+    root = tmp_path / "sim"
+
+    def simulate(subjects: int = 1, seed: int = 0, frames: int = 8) -> int:
+        return main(["simulate", str(root), "--subjects", str(subjects), "--preset", "tiny", "--scans",
+                     "LH_Per_L_DtP", "--frames", str(frames), "--seed", str(seed), "--no-progress"])
+
+    assert simulate() == 0
+    landmarks = _digest(root / "landmarks")
+    for other in ({"seed": 3}, {"frames": 12}):
+        capsys.readouterr()
+        assert simulate(**other) == 1
+        err = capsys.readouterr().err
+        assert "simulated with" in err and "Traceback" not in err
+        assert _digest(root / "landmarks") == landmarks
+    assert simulate(subjects=2) == 0  # the same recipe still resumes and extends

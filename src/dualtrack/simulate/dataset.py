@@ -11,6 +11,7 @@ Ground truth: the renderer uses probe poses ``P_i`` (image mm -> world). With th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -48,7 +49,7 @@ from dualtrack.simulate.presets import FWHM_TO_SIGMA, ImagingSpec, SimPreset, ge
 from dualtrack.simulate.probe import ProbeGeometry
 from dualtrack.simulate.rng import numpy_rng, stable_seed
 from dualtrack.simulate.trajectory import make_trajectory, parse_scan
-from dualtrack.utils import progress_bar
+from dualtrack.utils import atomic_write, progress_bar
 
 __all__ = [
     "SimulatedSweep",
@@ -295,6 +296,29 @@ def _scan_landmarks(
     return _sweep_landmarks(seed, subject, scan, pr, phantom, geom, poses)
 
 
+RECIPE_FILENAME = "simulation.json"
+"""What a simulated dataset was made with (preset, seed, frames per scan); a resumed or extended
+run must use the same, since every scan and landmark is a function of them."""
+
+
+def _check_recipe(root: Path, recipe: dict) -> None:
+    """Refuse to resume or extend ``root`` with another preset, seed or frame count."""
+    path = root / RECIPE_FILENAME
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc}); delete it only if the dataset is empty") from None
+    diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
+    if diff:
+        what = ", ".join(f"{k} {a!r} (asked: {b!r})" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{root} holds a dataset simulated with {what}; its scans and landmarks would not match. "
+            "Use the same settings to resume or extend it, or write to another folder"
+        )
+
+
 def simulate_dataset(
     out: str | os.PathLike,
     subjects: int | Iterable[int | str],
@@ -331,7 +355,10 @@ def simulate_dataset(
         raise ValueError(f"layout must be 'train' or 'test', got {layout!r}")
     pr = get_preset(preset)
     root = Path(out)
+    _check_recipe(root, {"preset": pr.name, "seed": int(seed), "num_frames": num_frames})
     root.mkdir(parents=True, exist_ok=True)
+    with atomic_write(root / RECIPE_FILENAME) as tmp:
+        tmp.write_text(json.dumps({"preset": pr.name, "seed": int(seed), "num_frames": num_frames}) + "\n")
     ids = [normalise_subject(s) for s in (range(subjects) if isinstance(subjects, int) else subjects)]
     names = list(scan_names(protocol))
     if scans is not None:
