@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,16 @@ def test_cli_dry_run_and_errors(runs, tiny_dataset: Path, capsys: pytest.Capture
     bad = [*args[:6], "train_overrides=[data.num_workers=0, runtime.progress=false, optim.lr=0.5]", *args[6:]]
     assert main([*bad, "--dry-run"]) == 2
     assert "optim.lr" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_model_in_a_run_folder_is_refused(runs, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "bench"
+    shutil.copytree(runs[0].out_dir, out)
+    two_frame = next(out.glob("runs/two_frame_cnn/*/last.pt"))
+    shutil.copyfile(next(out.glob("runs/dualtrack/local/last.pt")), two_frame)  # a local_only_tiny checkpoint
+    assert main(["benchmark", "benchmark_tiny", *settings(tiny_dataset), "-o", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert str(two_frame) in err and "holds a 'local_only_tiny' model" in err
 
 
 def _cfg(**models) -> dict:

@@ -538,10 +538,18 @@ def stage_state(run_dir: Path, cfg: TrainConfig, splits: Splits) -> str:
             raise ConfigError(
                 f"{run_dir} was trained on another subject split; delete it or use another runs_dir"
             )
+    checkpoints = [p for p in (last, run_dir / "best.pt") if p.is_file()]
     try:
-        ckpt = read_checkpoint(last)
+        loaded = {p: read_checkpoint(p) for p in checkpoints}
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    for path, content in loaded.items():
+        if content.get("model_name") != cfg.model.name:
+            raise ConfigError(
+                f"{path} holds a {content.get('model_name')!r} model, not the {cfg.model.name!r} this stage "
+                "trains; delete that run folder or use another runs_dir"
+            )
+    ckpt = loaded[last]
     done = int(ckpt["state"]["phase"]) >= len(resolve_phases(saved))
     return "finished" if done else "partial"
 
