@@ -48,3 +48,38 @@ def test_interrupted_run_continues_exactly(tiny_dataset, tmp_path):
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert "resumed" in (part / "command.txt").read_text()
+
+
+def test_killed_during_the_save_after_a_validation_resumes_without_a_duplicate_row(tiny_dataset, tmp_path,
+                                                                                 monkeypatch):
+    """runtime.checkpoint_every=1, and the process dies while writing the checkpoint that follows an
+    epoch-end validation: the resumed run's metrics.csv equals an uninterrupted run's."""
+    from dualtrack.training import loop
+
+    overrides = [f"data.root={tiny_dataset}", *COMMON, "runtime.checkpoint_every=1"]
+    full = tmp_path / "full"
+    train(prepare_run("tiny_local", overrides)[0], full)
+
+    part = tmp_path / "part"
+    save = loop._Trainer._save
+    seen = {"validations": 0}
+    validate = loop._Trainer._validate
+
+    def counting_validate(self, *args, **kwargs):
+        seen["validations"] += 1
+        return validate(self, *args, **kwargs)
+
+    def dying_save(self, name, *args, **kwargs):
+        if name == "last.pt" and seen["validations"] == 1:
+            raise KeyboardInterrupt  # the kill: the atomic write leaves the previous last.pt
+        return save(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(loop._Trainer, "_validate", counting_validate)
+    monkeypatch.setattr(loop._Trainer, "_save", dying_save)
+    try:
+        train(prepare_run("tiny_local", overrides)[0], part)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert main(["train", "--resume", "--run-dir", str(part)]) == 0
+    assert _rows(part) == _rows(full)

@@ -509,7 +509,9 @@ class _Trainer:
                             state.step,
                         )
                         return False
-                    if self._checkpoint_due():
+                    # The epoch's last step is saved after the epoch end (validation included), so a
+                    # kill during that save resumes before the step and never repeats a validation.
+                    if self._checkpoint_due() and state.batches_done < steps_per_epoch:
                         state.loss_sum = loss_acc.item()
                         self._save("last.pt", optimizer, scheduler)
                 state.epoch = epoch + 1
@@ -519,7 +521,7 @@ class _Trainer:
                 if last_epoch or (every > 0 and (epoch + 1) % every == 0):
                     self._validate(optimizer, scheduler, epoch, phase)
                 state.loss_sum = loss_acc.item()
-                if cfg.runtime.checkpoint_every == 0 or last_epoch:
+                if cfg.runtime.checkpoint_every == 0 or last_epoch or self._checkpoint_due():
                     self._save("last.pt", optimizer, scheduler)
         finally:
             bar.close()
