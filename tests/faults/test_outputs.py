@@ -132,3 +132,33 @@ def test_simulate_refuses_to_extend_a_dataset_with_another_recipe(tmp_path, caps
         assert "simulated with" in err and "Traceback" not in err
         assert _digest(root / "landmarks") == landmarks
     assert simulate(subjects=2) == 0  # the same recipe still resumes and extends
+
+
+def test_simulate_on_a_full_disk_stops_cleanly_and_resumes(tmp_path, monkeypatch, capsys):
+    """ENOSPC (mocked) in the middle of `dualtrack simulate`: one error line, exit 1, no
+    half-written scan that looks complete, and the same command afterwards finishes the dataset."""
+    import errno
+
+    import dualtrack.simulate.dataset as sim
+
+    root = tmp_path / "sim"
+    argv = ["simulate", str(root), "--subjects", "2", "--preset", "tiny", "--scans", "LH_Per_L_DtP",
+            "--frames", "8", "--no-progress"]
+    write = sim.write_scan
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(root))
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "write_scan", full_disk)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    monkeypatch.undo()
+    scans = sorted(root.glob("frames_transfs/*/*.h5"))
+    assert [p.parent.name for p in scans] == ["000"]  # the scan that was written, nothing half-made
+    assert main(argv) == 0
+    assert main(["verify-data", str(root)]) == 0
