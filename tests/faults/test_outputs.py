@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dualtrack.cli import main
 from dualtrack.reconstruction.export import read_trajectory
@@ -100,10 +101,11 @@ def test_sigkill_during_predict_overwrite_leaves_one_complete_set(run, tiny_data
     """Killed at several points of `predict --overwrite`: the folder (or, in the instant between
     the two renames, its `.old-` twin) always holds a complete, readable trajectory."""
     out = tmp_path / "pred"
-    argv = ["predict", str(_scan(tiny_dataset)), "--weights", str(run), "-o", str(out), "--device", "cpu"]
+    argv = ["predict", str(_scan(tiny_dataset)), "--weights", str(run), "-o", str(out), "--device", "cpu",
+            "--precision", "fp32"]
     assert main(argv) == 0
     old = read_trajectory(out / "trajectory.h5").global_
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same arithmetic as here
     for delay in (0.5, 1.5, 2.5, 3.5):
         proc = subprocess.Popen([sys.executable, "-m", "dualtrack.cli", *argv, "--overwrite"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

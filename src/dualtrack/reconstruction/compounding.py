@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from dualtrack.geometry import image_points, transform_points
-from dualtrack.utils import progress_bar
+from dualtrack.utils import available_memory_bytes, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +550,7 @@ def _check_size(
 ) -> GridSpec:
     """Plan the grid; raise :class:`VolumeTooLargeError` with a spacing that fits if it is too big."""
     max_voxels, memory_limit_gb, fill_holes, out_dtype = limits
+    available = available_memory_bytes()
 
     def over(g: GridSpec) -> list[str]:
         reasons = []
@@ -558,6 +559,8 @@ def _check_size(
         est = estimate_memory_bytes(g.num_voxels, fill_holes, out_dtype)
         if memory_limit_gb is not None and est > memory_limit_gb * 1e9:
             reasons.append(f"more than the memory limit of {memory_limit_gb:g} GB")
+        elif est > 0.9 * available:  # a limit set above the machine's memory still stops here
+            reasons.append(f"more than the {available / 1e9:.3g} GB of memory this machine has available")
         return reasons
 
     grid = plan_grid(poses, shape, s_mat, spacing_mm, frame)

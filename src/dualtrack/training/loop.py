@@ -587,6 +587,8 @@ def train(
             if resume:
                 raise ConfigError("--resume needs --run-dir")
             run_dir = ddp.broadcast_object(default_run_dir(cfg))
+        if Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise ConfigError(f"--run-dir {run_dir} is an existing file, not a run directory")
         return _Trainer(cfg, Path(run_dir), resume, argv, info, device).run()
     finally:
         ddp.cleanup()

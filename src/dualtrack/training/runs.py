@@ -163,6 +163,26 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _read_metrics_rows(path: Path, resume_step: int) -> list[dict[str, str]]:
+    """Rows of a ``metrics.csv`` up to ``resume_step``; a garbled file is a ``ValueError`` naming it."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "step" not in reader.fieldnames:
+            raise ValueError(f"{path}: not a metrics log (no 'step' column); restore or delete it to resume")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                step = int(row["step"])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{path}: line {line} is garbled (step {row.get('step')!r}); restore the file or delete "
+                    "that line to resume (the checkpoint is intact)"
+                ) from None
+            if step <= resume_step:
+                rows.append({k: v for k, v in row.items() if k in METRIC_FIELDS})
+    return rows
+
+
 class MetricsLog:
     """``metrics.csv`` writer (rank 0) with optional TensorBoard mirroring.
 
@@ -176,8 +196,7 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None = None, tensorboard_dir: Path | None = None):
         self.path = Path(path)
         if resume_step is not None and self.path.is_file():
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+            rows = _read_metrics_rows(self.path, resume_step)
             with atomic_write(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, METRIC_FIELDS)
                 writer.writeheader()
