@@ -163,3 +163,18 @@ def test_broken_input_is_named_without_a_traceback(mutation, command, good, weig
     assert "Traceback" not in text
     assert broken.name in text, text
     assert not out.exists() or not any(out.iterdir()), sorted(os.listdir(out))
+
+
+def test_tforms_header_claiming_a_huge_count_is_refused_before_reading(good, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(good, root)
+    path = _scan(root)
+    with h5py.File(path, "r") as f:
+        frames = f["frames"][()]
+    path.unlink()
+    with h5py.File(path, "w") as f:
+        f.create_dataset("frames", data=frames)
+        f.create_dataset("tforms", shape=(10**10, 4, 4), dtype=np.float32, chunks=(1, 4, 4))
+    assert main(["reconstruct", str(path), "--ground-truth", "-o", str(tmp_path / "v.nrrd")]) == 1
+    err = capsys.readouterr().err
+    assert path.name in err and "header is damaged" in err and "Traceback" not in err

@@ -77,3 +77,19 @@ def test_sigkill_during_training_resumes_to_the_uninterrupted_run(delay, tiny_da
     a = torch.load(full / "last.pt", weights_only=True)["model"]
     b = torch.load(part / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_a_finished_run_with_another_config_is_refused(tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["train", "tiny_local", f"data.root={tiny_dataset}", *TRAIN]
+    assert main([*base, "--run-dir", str(run)]) == 0
+    before = (run / "metrics.csv").read_text()
+    for argv, needle in (
+        ([*base, "--run-dir", str(run)], "already holds a run"),
+        (["train", "--resume", "--run-dir", str(run), "optim.lr=0.5"], "cannot change optim.lr"),
+        (["train", "tiny_coupled", "--resume", "--run-dir", str(run)], "differs from"),
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert needle in capsys.readouterr().err
+    assert (run / "metrics.csv").read_text() == before

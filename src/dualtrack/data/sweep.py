@@ -47,7 +47,14 @@ def read_tforms(f: h5py.File) -> np.ndarray | None:
     """
     if "tforms" not in f:
         return None
-    tforms = f["tforms"][()]
+    ds = f["tforms"]
+    need = int(np.prod(ds.shape)) * ds.dtype.itemsize
+    if need > 0.5 * available_memory_bytes():
+        raise MemoryError(
+            f"{f.filename}: 'tforms' claims shape {ds.shape} ({need / 1e9:.3g} GB); the file's header is "
+            "damaged (dualtrack verify-data checks it)"
+        )
+    tforms = ds[()]
     if tforms.ndim != 3 or tforms.shape[1:] != (4, 4):
         raise ValueError(f"{f.filename}: 'tforms' must be (N, 4, 4), got {tforms.shape}")
     bad = np.flatnonzero(~np.isfinite(tforms).all(axis=(1, 2)))
