@@ -91,6 +91,17 @@ def huge_header(root: Path) -> Path:
     return path
 
 
+def huge_consistent_header(root: Path) -> Path:
+    path = _scan(root)
+    with h5py.File(path, "r") as f:
+        h, w = f["frames"].shape[1:]
+    path.unlink()
+    with h5py.File(path, "w") as f:  # frames and tforms agree on 10^9 frames; nothing is stored
+        f.create_dataset("frames", shape=(10**9, h, w), dtype=np.uint8, chunks=(1, h, w))
+        f.create_dataset("tforms", shape=(10**9, 4, 4), dtype=np.float32, chunks=(1, 4, 4))
+    return path
+
+
 def _calibration(root: Path, edit: Callable[[list[str]], None]) -> Path:
     path = root / "calib_matrix.csv"
     lines = path.read_text().splitlines()
@@ -130,6 +141,7 @@ MUTATIONS = {
     "frames_missing": no_frames,
     "float_frames": float_frames,
     "header_claims_1e9_frames": huge_header,
+    "frames_and_tforms_claim_1e9": huge_consistent_header,
     "zero_pixel_spacing": zero_spacing,
     "singular_calibration": singular_calibration,
 }
