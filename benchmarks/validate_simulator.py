@@ -8,6 +8,9 @@ no noise, no attenuation, no TGC) imaged by a linear probe with a depth-independ
    std of 20 log10(A) (theory 5.57 dB), mean of 10 log10(I / <I>) (theory -2.51 dB);
 2. intensity correlation between a frame and the same frame shifted in elevation by d
    (0..2 sigma_el), averaged over independent realisations, against ``exp(-d^2 / 2 sigma_el^2)``;
+   and, with a beam widening 3x away from its focus, at the focus and 8-10 mm in front of it
+   against ``exp(-d^2 / 2 sigma_0^2)`` (the wavefront curvature keeps the decorrelation length at
+   the focal width; without it the widened beam would decorrelate over sigma(r));
 3. intensity correlation after a tilt phi about the lateral axis through the patch centre
    (patch +-0.5 mm in depth around the pivot) against ``exp(-2 (k0 sigma_el sin phi)^2)``
    (simulation.md section 1.6), at 20 and at 40 scatterers per cell (the formula assumes
@@ -48,15 +51,16 @@ from dualtrack.simulate.presets import FWHM_TO_SIGMA, ImagingSpec, SimPreset
 from dualtrack.simulate.rng import stable_seed
 
 
-def validation_setup(cells: float = 20.0) -> tuple[SimPreset, ImagingSpec, float]:
-    """The validation probe: the small preset's frame geometry, a depth-independent PSF."""
+def validation_setup(cells: float = 20.0, fwhm_el_max: float = 1.5) -> tuple[SimPreset, ImagingSpec, float]:
+    """The validation probe: the small preset's frame geometry, a depth-independent PSF (with
+    ``fwhm_el_max`` > 1.5 the elevational beam widens away from its 13 mm focus)."""
     base = get_preset("small")
     imaging = ImagingSpec(
         frequency_mhz=6.0,
         fwhm_axial_mm=0.4,
         fwhm_lateral_mm=(0.7, 0.7),
         fwhm_elevation_focus_mm=1.5,
-        fwhm_elevation_max_mm=1.5,
+        fwhm_elevation_max_mm=fwhm_el_max,
         elevation_focus_mm=13.0,
         dynamic_range_db=60.0,
         gain_db=30.0,
@@ -143,6 +147,41 @@ def elevational_decorrelation(renderer, phantom, sigma_el: float, realisations: 
         "sigma_el_mm": sigma_el,
         "realisations": realisations,
     }
+
+
+def off_focus_decorrelation(realisations: int, steps: int = 9) -> dict:
+    """Elevational decorrelation with a beam that widens 3x away from its focus: at the focus and
+    8-10 mm in front of it, against ``exp(-d^2 / 2 sigma_0^2)`` (the Gaussian-beam result with
+    wavefront curvature: the focal width at every depth), and the curve the widened beam would give
+    without the curvature, ``exp(-d^2 / 2 sigma(r)^2)``, for contrast."""
+    preset, imaging, density = validation_setup(fwhm_el_max=4.5)
+    phantom = HomogeneousPhantom(13, ScatterSpec(density, brick_mm=3.0, max_cached_points=40_000_000))
+    renderer = BModeRenderer(preset, imaging, density_per_mm3=density)
+    s0 = imaging.sigma_elevation_focus
+    d = np.linspace(0.0, 2.0 * s0, steps)
+    patches = {"focus": (12.0, 14.0), "off_focus": (3.0, 5.0)}
+    rho = {k: np.zeros((realisations, steps)) for k in patches}
+    for k in range(realisations):
+        poses = np.stack([base_pose(k) @ translation(0, 0, di) for di in d])
+        env = renderer.render(phantom, poses, return_envelope=True).envelope
+        for name, (lo, hi) in patches.items():
+            inten = patch(env, renderer, lo, hi) ** 2
+            rho[name][k] = [correlation(inten[0], inten[j]) for j in range(steps)]
+    theory = np.exp(-(d**2) / (2 * s0**2))
+    out = {"d_mm": d.tolist(), "sigma_0_mm": s0, "realisations": realisations}
+    for name, (lo, hi) in patches.items():
+        s_r = float(imaging.sigma_elevation(np.array((lo + hi) / 2)))
+        mean = rho[name].mean(0)
+        out[name] = {
+            "depth_mm": [lo, hi],
+            "sigma_r_mm": s_r,
+            "rho_mean": mean.tolist(),
+            "theory": theory.tolist(),
+            "max_abs_error": float(np.abs(mean - theory).max()),
+            "without_curvature": np.exp(-(d**2) / (2 * s_r**2)).tolist(),
+            "max_abs_error_vs_without_curvature": float(np.abs(mean - np.exp(-(d**2) / (2 * s_r**2))).max()),
+        }
+    return out
 
 
 def tilt_decorrelation(renderer, phantom, imaging, sigma_el: float, realisations: int) -> dict:
@@ -262,13 +301,13 @@ def render_frame(pr: SimPreset, phantom, seed: int, name: str) -> np.ndarray:
     return renderer.render(phantom, poses[i : i + 1], noise_keys=[key]).frames[0].numpy()
 
 
-def plot_decorrelation(elev: dict, tilt: dict, tilt_dense: dict, path: Path) -> None:
+def plot_decorrelation(elev: dict, tilt: dict, tilt_dense: dict, off: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 3.8))
     d = np.array(elev["d_mm"])
     a.errorbar(d, elev["rho_mean"], yerr=elev["rho_se"], fmt="o", label="simulated (mean +- s.e.)")
     dd = np.linspace(0, d.max(), 200)
@@ -287,6 +326,19 @@ def plot_decorrelation(elev: dict, tilt: dict, tilt_dense: dict, path: Path) -> 
     b.set_xlabel("tilt about the lateral axis through the patch (deg)")
     b.set_title("tilt (out-of-plane rotation), 6 MHz", fontsize=9)
     b.legend(fontsize=8)
+    d = np.array(off["d_mm"])
+    dd = np.linspace(0, d.max(), 200)
+    c.plot(d, off["focus"]["rho_mean"], "o", label=f"simulated at the focus ({off['focus']['depth_mm']} mm)")
+    c.plot(d, off["off_focus"]["rho_mean"], "s",
+           label=f"simulated off focus ({off['off_focus']['depth_mm']} mm)")
+    c.plot(dd, np.exp(-(dd**2) / (2 * off["sigma_0_mm"] ** 2)), "-",
+           label="exp(-d^2 / 2 sigma_0^2) (Gaussian beam)")
+    s_r = off["off_focus"]["sigma_r_mm"]
+    c.plot(dd, np.exp(-(dd**2) / (2 * s_r**2)), ":",
+           label=f"widened beam without curvature (sigma {s_r:.2f} mm)")
+    c.set_xlabel("elevational shift d (mm)")
+    c.set_title("beam widening 3x away from a 13 mm focus", fontsize=9)
+    c.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -329,11 +381,17 @@ def main() -> int:
     results["tilt_40_per_cell"] = tilt_decorrelation(dense_renderer, dense_phantom, imaging, sigma_el, 2 * r)
     print("tilt (40/cell):", results["tilt_40_per_cell"]["rho_mean"])
     del dense_phantom
+    results["off_focus"] = off_focus_decorrelation(r)
+    off = results["off_focus"]
+    print("off focus: max |error|", {k: round(off[k]["max_abs_error"], 4) for k in ("focus", "off_focus")},
+          "vs the no-curvature curve", round(off["off_focus"]["max_abs_error_vs_without_curvature"], 3))
     results["leaks"] = brightness_leaks(renderer, phantom, max(4, r // 2))
     print("leaks:", {k: round(v["max_rel_variation"], 5) for k, v in results["leaks"].items()})
     args.images.mkdir(parents=True, exist_ok=True)
     plot = args.images / "simulator_decorrelation.png"
-    plot_decorrelation(results["elevational"], results["tilt"], results["tilt_40_per_cell"], plot)
+    plot_decorrelation(
+        results["elevational"], results["tilt"], results["tilt_40_per_cell"], results["off_focus"], plot
+    )
     results["images"] = {"decorrelation": str(plot)}
     if not args.no_montage:
         results["images"].update(montage(args.images))
@@ -341,6 +399,9 @@ def main() -> int:
         "envelope_snr_1.91+-0.1": abs(results["speckle"]["envelope_snr"] - 1.913) <= 0.1,
         "log_std_5.57+-0.5dB": abs(results["speckle"]["log_std_db"] - 5.57) <= 0.5,
         "elevational_within_0.05": results["elevational"]["max_abs_error"] <= 0.05,
+        "off_focus_decorrelates_over_focal_width_within_0.05": max(
+            results["off_focus"][k]["max_abs_error"] for k in ("focus", "off_focus")
+        ) <= 0.05,
         "tilt_within_0.05_at_20_per_cell": results["tilt"]["max_abs_error_vs_pivot_formula"] <= 0.05,
         "tilt_within_0.05_at_40_per_cell": results["tilt_40_per_cell"]["max_abs_error_vs_pivot_formula"]
         <= 0.05,

@@ -181,3 +181,24 @@ def test_test_layout_and_cli(tmp_path):
     assert report.ok, report.format()
     assert TusRecDataset(out).scans == [("050", "LH_rotation")]
     assert cli_main(["simulate", str(out), "--preset", "tiny", "--scans", "bogus", "--no-progress"]) == 1
+
+
+@pytest.mark.parametrize("preset", ["small", "tusrec"])
+def test_elevational_curvature_keeps_the_decorrelation_length_at_the_focal_width(preset):
+    """kappa(r) of a widening beam: zero at the focus, opposite signs either side, and the
+    decorrelation width 1/sqrt(1/s^2 + 4 k0^2 kappa^2 s^2) equal to the focal sigma at every depth
+    (numpy and torch give the same)."""
+    from dualtrack.simulate import get_preset
+
+    im = get_preset(preset).imaging
+    r = np.linspace(0.5, 3 * im.elevation_focus_mm, 50)
+    s, kappa = im.sigma_elevation(r), im.elevation_curvature(r)
+    assert s.max() > 1.2 * im.sigma_elevation_focus  # the beam really widens
+    s_eff = (1 / s**2 + 4 * im.k0**2 * kappa**2 * s**2) ** -0.5
+    np.testing.assert_allclose(s_eff, im.sigma_elevation_focus, rtol=1e-9)
+    assert im.elevation_curvature(np.array(im.elevation_focus_mm)) == 0.0
+    f = im.elevation_focus_mm
+    assert np.all(kappa[r < f - 0.1] < 0) and np.all(kappa[r > f + 0.1] > 0)
+    np.testing.assert_allclose(im.elevation_curvature(torch.from_numpy(r)).numpy(), kappa, rtol=1e-12)
+    flat = dataclasses.replace(im, fwhm_elevation_max_mm=im.fwhm_elevation_focus_mm)
+    assert np.all(flat.elevation_curvature(r) == 0.0)

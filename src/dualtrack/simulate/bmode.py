@@ -5,8 +5,11 @@ For a batch of probe poses (image mm -> world), per frame:
 1. gather the scatterer bricks that intersect the frame's slab (field of view + PSF margins,
    elevational half thickness ``4.3 sigma_el,max``);
 2. transform the scatterers to image-mm coordinates, then to beam coordinates ``(r, l)``;
-3. weight by the elevational beam ``exp(-z^2 / 2 sigma_el(r)^2)`` and apply the exact echo phase
-   ``exp(-j 2 k0 r)`` of each scatterer;
+3. weight by the complex elevational beam ``exp(-z^2 / 2 sigma_el(r)^2 - j k0 kappa(r) z^2)``
+   (width and wavefront curvature of a Gaussian beam focused at ``elevation_focus_mm``,
+   :meth:`~dualtrack.simulate.presets.ImagingSpec.elevation_curvature`) and apply the exact echo
+   phase ``exp(-j 2 k0 r)`` of each scatterer. The curvature makes the speckle decorrelate over the
+   focal width at every depth, as a real focused beam does, not over the widened beam;
 4. splat the complex values bilinearly onto the IQ grid (``index_add_``);
 5. (optional) electronic noise: random complex point sources on a second IQ grid, blurred with
    the same PSF and added after the attenuation gain and before TGC (flat before TGC, amplified
@@ -245,7 +248,7 @@ class BModeRenderer:
         gr, gl, r, z, amp = gr[keep], gl[keep], r[keep], z[keep], amp[keep]
         s_el = self.sigma_elevation(r)
         w = amp * torch.exp(-0.5 * (z / s_el) ** 2)
-        phase = (-2.0 * self.k0) * r
+        phase = (-2.0 * self.k0) * r - self.k0 * self.imaging.elevation_curvature(r) * z * z
         vals = torch.stack([w * torch.cos(phase), w * torch.sin(phase)])
         _bilinear_add(buf, b, gr, gl, vals, g.nr, g.nl)
         return int(r.numel())

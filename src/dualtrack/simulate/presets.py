@@ -127,6 +127,28 @@ class ImagingSpec:
         s = s0 * ((1.0 + ((r - self.elevation_focus_mm) / zr) ** 2) ** 0.5)
         return s.clamp(max=cap) if hasattr(s, "clamp") else np.minimum(s, cap)
 
+    def elevation_curvature(self, r):
+        """Two-way wavefront curvature ``kappa(r)`` (1/mm) of the elevational beam at depth ``r``:
+        the echo of a scatterer at elevation ``z`` gets the phase ``-k0 kappa z^2`` on top of
+        ``-2 k0 r`` (numpy/torch/float).
+
+        For a Gaussian beam ``kappa = 1/R = D / (D^2 + z_R^2)`` with ``D = r - focus``; written in
+        terms of the width law it is ``kappa = sign(D) sqrt(1/s0^2 - 1/s(r)^2) / (2 k0 s(r))``, which
+        holds for any width ``s(r)`` (also where it is capped) and keeps the two-way field
+        ``exp(-z^2 / 2 s^2 - j k0 kappa z^2)`` a Gaussian beam. The intensity decorrelation over an
+        elevational shift ``d`` of delta-correlated scatterers is then
+        ``exp(-d^2 / 2 s_eff^2)`` with ``1/s_eff^2 = 1/s^2 + 4 k0^2 kappa^2 s^2 = 1/s0^2``: the speckle
+        decorrelates over the focal width at every depth (van Cittert-Zernike), faster than the
+        widened beam alone (``s(r) > s0``) would make it.
+        """
+        s0 = self.sigma_elevation_focus
+        s = self.sigma_elevation(r)
+        delta = r - self.elevation_focus_mm
+        inner = 1.0 / s0**2 - 1.0 / s**2
+        if hasattr(inner, "clamp"):
+            return delta.sign() * inner.clamp(min=0.0).sqrt() / (2.0 * self.k0 * s)
+        return np.sign(delta) * np.sqrt(np.maximum(inner, 0.0)) / (2.0 * self.k0 * s)
+
     def sigma_lateral(self, r, depth_mm: float):
         """Lateral amplitude sigma (mm) at depth ``r`` (mm), linear between face and ``depth_mm``."""
         near, far = self.fwhm_lateral_mm
