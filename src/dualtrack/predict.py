@@ -365,8 +365,8 @@ def predict_file(
     # Check everything that can fail before the output folder is touched.
     out = check_output_dir(out_dir, overwrite)
     sweep, has_gt = load_scan(scan, calib=calib, spacing=spacing)
-    bundle = load_bundle(weights, resolve_device(device))
     dev = resolve_device(device)
+    bundle = load_bundle(weights, dev)
     need = min_frames(bundle.model)
     if sweep.num_frames < need:
         raise ValueError(

@@ -108,6 +108,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     split = args.split
     if split is None:
         split = "all" if splits is None else ("test" if load_splits(splits).test else "val")
+    out = Path(args.output) if args.output else (run_dir or src.parent) / f"eval-{split}"
+    check_output_dir(out, args.overwrite)  # before the (long) evaluation
     device = resolve_device(args.device)
     bundle = load_bundle(src, device)
     dataset = TusRecDataset(data)
@@ -130,8 +132,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         split=split,
         splits=None if splits is None else str(splits),
     )
-    out = Path(args.output) if args.output else (run_dir or src.parent) / f"eval-{split}"
-    check_output_dir(out, args.overwrite)  # before the (long) evaluation
     csv_path, json_path = write_results(evaluation, out, overwrite=args.overwrite)
     summary = evaluation.summary
     print(f"{bundle.name} on {len(evaluation.table)} scans ({split}) of {data}")

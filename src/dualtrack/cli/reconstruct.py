@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             space=args.space,
             sequence_output=args.sequence,
             overwrite=args.overwrite,
+            progress=True,
         )
     except VolumeTooLargeError as exc:
         raise MemoryError(  # the same advice in this command's flags
