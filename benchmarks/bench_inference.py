@@ -36,7 +36,7 @@ import torch
 
 from _common import PeakMemory, device_name, sync, write_json
 from dualtrack.geometry import image_points, transform_points
-from dualtrack.inference import auto_chunk_size, memory_budget_bytes, plan_chunks, predict_trajectory
+from dualtrack.inference import default_chunk_size, plan_chunks, predict_trajectory
 from dualtrack.inference import recompute_share as share
 from dualtrack.models import create_model
 from dualtrack.utils import cpu_supports_bf16, resolve_precision
@@ -86,8 +86,7 @@ def compare(model_name: str, device: str, lengths: list[int], height: int, width
         ref = measure(model, sweep, dev, repeats, crop=crop, precision="fp32", chunk_size=n)
         new = measure(model, sweep, dev, repeats, crop=crop, precision="auto")
         h, w = crop or (height, width)
-        per_frame = model.frame_memory_bytes(h, w, 4 if dtype is None else 2)
-        size = auto_chunk_size(n, model.temporal_receptive_field, per_frame, memory_budget_bytes(dev))
+        size = default_chunk_size(model, n, (h, w), dev, dtype)
         plan = plan_chunks(n, model.temporal_receptive_field, size, balance=True)
         row = {
             "frames": n,

@@ -64,6 +64,7 @@ __all__ = [
     "Chunk",
     "plan_chunks",
     "auto_chunk_size",
+    "default_chunk_size",
     "recompute_share",
     "memory_budget_bytes",
     "encode_chunked",
@@ -176,6 +177,23 @@ def auto_chunk_size(num_frames: int, halo: int | None, frame_bytes: int, budget_
     return max(c_min, fit - 2 * halo)
 
 
+def default_chunk_size(
+    model: Any,
+    num_frames: int,
+    frame_shape: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    memory_budget_gb: float | None = None,
+) -> int:
+    """The automatic chunk size :func:`predict_trajectory` uses for ``num_frames`` local inputs of
+    ``frame_shape = (h, w)`` at autocast ``dtype`` (``None`` = fp32) on ``device`` (see
+    :func:`auto_chunk_size`; use it with ``balance=True``)."""
+    budget = memory_budget_bytes(device) if memory_budget_gb is None else int(memory_budget_gb * 1e9)
+    itemsize = 4 if dtype is None else 2
+    return auto_chunk_size(num_frames, model.temporal_receptive_field,
+                           model.frame_memory_bytes(*frame_shape, itemsize), budget)
+
+
 def encode_chunked(
     model: Any, frames: torch.Tensor, chunk_size: int | None = None, *, balance: bool = False
 ) -> torch.Tensor:
@@ -280,11 +298,7 @@ def predict_trajectory(
             if hasattr(model, "encode_frames") and hasattr(model, "forward_encoded"):
                 size = chunk_size
                 if size is None:
-                    budget = (memory_budget_bytes(device) if memory_budget_gb is None
-                              else int(memory_budget_gb * 1e9))
-                    itemsize = 4 if dtype is None else 2
-                    size = auto_chunk_size(len(selected), model.temporal_receptive_field,
-                                           model.frame_memory_bytes(h, w, itemsize), budget)
+                    size = default_chunk_size(model, len(selected), (h, w), device, dtype, memory_budget_gb)
                 feats = encode_chunked(model, local, size, balance=chunk_size is None)
                 extra = {}
                 stride = getattr(model, "global_stride", None)
