@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dualtrack.models.resnet import ResNet2d
+from dualtrack.models.resnet import ResNet2d, half_resolution_activation_bytes
 from dualtrack.models.transformer import TransformerEncoder, sinusoidal_encoding
 
 __all__ = [
@@ -189,9 +189,8 @@ class GlobalEncoder(nn.Module):
 
     def frame_memory_bytes(self, itemsize: int) -> int:
         """Peak activation bytes per frame of :meth:`frame_features` (frames resized to
-        ``global_size``; a 64-channel map at half resolution, four alive, is an upper bound for the
-        built-in ResNet)."""
-        return 4 * 64 * (self.size // 2) ** 2 * itemsize + 4 * self.size**2
+        ``global_size``; a 64-channel ResNet stem is an upper bound for the built-in ResNet)."""
+        return half_resolution_activation_bytes(64, self.size, self.size, itemsize)
 
     def resize(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, H, W) -> (B*T, 1, S, S)`` with ``S = global_size`` (bilinear, antialiased)."""

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dualtrack.models.resnet import ResNet3d
+from dualtrack.models.resnet import ResNet3d, half_resolution_activation_bytes
 from dualtrack.models.transformer import TransformerEncoder, sinusoidal_encoding, sinusoidal_encoding_2d
 
 __all__ = ["AttentionPool", "LocalEncoder"]
@@ -101,9 +101,9 @@ class LocalEncoder(nn.Module):
         self.dim = local_dim
 
     def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
-        """Peak activation bytes per frame of :meth:`frame_tokens`: the 3D CNN's first stage holds
-        about four ``width``-channel maps at half resolution alive (plus the float input frame)."""
-        return 4 * self.cnn.width * (height // 2) * (width // 2) * itemsize + 4 * height * width
+        """Peak activation bytes per frame of :meth:`frame_tokens`: those of the 3D CNN's first stage
+        (:func:`~dualtrack.models.resnet.half_resolution_activation_bytes`)."""
+        return half_resolution_activation_bytes(self.cnn.width, height, width, itemsize)
 
     @property
     def temporal_receptive_field(self) -> int:

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dualtrack.models.resnet import half_resolution_activation_bytes
+
 __all__ = ["TrajectoryModel", "register_model", "create_model", "list_models", "model_entry"]
 
 _REGISTRY: dict[str, Callable[..., TrajectoryModel]] = {}
@@ -71,8 +73,8 @@ class TrajectoryModel(nn.Module):
         """Estimated peak activation memory per input frame of ``height x width`` pixels when the
         per-frame encoder runs at ``itemsize`` bytes per value (4 = fp32, 2 = bf16/fp16); sizes the
         automatic chunk plan of :func:`dualtrack.inference.predict_trajectory`. This default
-        assumes a 64-channel map at half resolution, four tensors alive."""
-        return 4 * 64 * (height // 2) * (width // 2) * itemsize + 4 * height * width
+        assumes a 64-channel ResNet stem."""
+        return half_resolution_activation_bytes(64, height, width, itemsize)
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``frames`` is ``(B, T, H, W)`` with ``T >= 2``."""

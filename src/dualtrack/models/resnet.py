@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ResNet2d", "ResNet3d", "resnet18_2d", "resnet18_3d"]
+__all__ = ["ResNet2d", "ResNet3d", "resnet18_2d", "resnet18_3d", "half_resolution_activation_bytes"]
 
 
 def conv_bn(
@@ -51,6 +51,14 @@ def conv_bn(
     if conv.bias is not None:
         bias = bias + conv.bias * scale
     return conv._conv_forward(x, weight, bias)
+
+
+def half_resolution_activation_bytes(channels: int, height: int, width: int, itemsize: int) -> int:
+    """Peak activation bytes per input frame of ``height x width`` of these ResNets: about four
+    ``channels``-wide maps at half resolution alive at once (the stem output and the first
+    stage), plus the float32 input frame. Sizes the automatic chunk plan of
+    :func:`dualtrack.inference.predict_trajectory`."""
+    return 4 * channels * (height // 2) * (width // 2) * itemsize + 4 * height * width
 
 
 def _shortcut(shortcut: nn.Module, x: torch.Tensor) -> torch.Tensor:
