@@ -7,7 +7,6 @@ The scripts import this module as ``_common``: Python puts a script's own folder
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import Any
 
 import torch
 
-from dualtrack.utils import atomic_write
+from dualtrack.utils import atomic_write, cpu_name
 
 
 def proc_status_kb(field: str) -> int | None:
@@ -40,17 +39,6 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
-
-
-def cpu_name() -> str:
-    """The CPU model name from ``/proc/cpuinfo``, else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(dev: torch.device) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 __all__ = [
-    "atomic_write", "check_output_dir", "atomic_dir", "available_memory_bytes", "UsageError",
+    "atomic_write", "check_output_dir", "atomic_dir", "available_memory_bytes", "cpu_name", "UsageError",
     "DEFAULT_DEVICE", "resolve_device", "PRECISIONS", "cpu_supports_bf16", "resolve_precision",
     "autocast", "progress_bar", "LogProgress",
 ]
@@ -100,6 +100,17 @@ def atomic_dir(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def cpu_name() -> str:
+    """The CPU model name from ``/proc/cpuinfo``, else what :mod:`platform` knows."""
+    import platform
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def available_memory_bytes() -> int:

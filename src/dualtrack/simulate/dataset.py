@@ -355,10 +355,11 @@ def simulate_dataset(
         raise ValueError(f"layout must be 'train' or 'test', got {layout!r}")
     pr = get_preset(preset)
     root = Path(out)
-    _check_recipe(root, {"preset": pr.name, "seed": int(seed), "num_frames": num_frames})
+    recipe = {"preset": pr.name, "seed": int(seed), "num_frames": num_frames}
+    _check_recipe(root, recipe)
     root.mkdir(parents=True, exist_ok=True)
     with atomic_write(root / RECIPE_FILENAME) as tmp:
-        tmp.write_text(json.dumps({"preset": pr.name, "seed": int(seed), "num_frames": num_frames}) + "\n")
+        tmp.write_text(json.dumps(recipe) + "\n")
     ids = [normalise_subject(s) for s in (range(subjects) if isinstance(subjects, int) else subjects)]
     names = list(scan_names(protocol))
     if scans is not None:
