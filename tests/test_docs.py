@@ -133,10 +133,7 @@ def _check_dualtrack(argv: list[str], where: str) -> None:
         config, overrides = args.config, list(args.overrides)
         if config is not None and "=" in config:
             config, overrides = None, [config, *overrides]
-        if config is not None:
-            load_config(config, overrides)
-        else:
-            load_config(None, overrides)
+        load_config(config, overrides)
     elif args.command == "benchmark":
         load_benchmark_config(args.config, args.overrides)
 

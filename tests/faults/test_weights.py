@@ -5,11 +5,11 @@ config claims."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,13 +61,13 @@ def _checkpoint(content: object) -> Callable[[Path], Path]:
 
 def _pt_bytes(folder: Path) -> Path:
     path = folder / "weights.pt"
-    path.write_bytes(os.urandom(4000))
+    path.write_bytes(np.random.default_rng(2).bytes(4000))
     return path
 
 
 CASES = {
     "truncated_safetensors": _truncate,
-    "random_safetensors": _weights(lambda: os.urandom(5000)),
+    "random_safetensors": _weights(lambda: np.random.default_rng(1).bytes(5000)),
     "header_of_huge_size": _weights(lambda: (2**60).to_bytes(8, "little") + b"{}"),
     "negative_width": _config(lambda m: m["model_config"].__setitem__("cnn_width", -4)),
     "zero_width": _config(lambda m: m["model_config"].__setitem__("cnn_width", 0)),

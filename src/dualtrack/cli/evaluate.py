@@ -6,7 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from dualtrack.cli._common import add_device_argument, add_precision_argument
+from dualtrack.cli._common import (
+    add_chunk_size_argument,
+    add_device_argument,
+    add_precision_argument,
+    check_chunk_size,
+)
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import load_splits
 from dualtrack.data.verify import preflight
@@ -58,8 +63,7 @@ def register(sub) -> None:
     p.add_argument("--splits", metavar="FILE", help="splits JSON (default: the run's splits.json)")
     p.add_argument("-o", "--output", metavar="OUT", help="output folder (default RUN/eval-<split>)")
     add_device_argument(p)
-    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
-                   help="frames per local-CNN chunk (default: automatic, see dualtrack predict --help)")
+    add_chunk_size_argument(p)
     add_precision_argument(p)
     p.add_argument(
         "--tusrec-metrics",
@@ -152,6 +156,5 @@ def run(args: argparse.Namespace) -> int:
         return _run_compare(args)
     if args.weights is None:
         raise UsageError("RUN_OR_WEIGHTS is required (or use --compare NAME=TABLE ...)")
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise UsageError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    check_chunk_size(args.chunk_size)
     return _run_evaluate(args)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from dualtrack.cli._common import add_device_argument, add_precision_argument
-from dualtrack.utils import UsageError
+from dualtrack.cli._common import (
+    add_chunk_size_argument,
+    add_device_argument,
+    add_precision_argument,
+    check_chunk_size,
+)
 
 EPILOG = """\
 outputs (in OUT):
@@ -45,9 +49,7 @@ def register(sub) -> None:
     p.add_argument("--spacing", nargs=2, type=float, metavar=("SX", "SY"),
                    help="pixel size in mm along columns and rows (needed for frame folders without --calib)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs in a non-empty OUT")
-    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
-                   help="frames per chunk of the local CNN (default: the whole sweep when it fits in "
-                   "memory, else chunks that re-encode under 10 %% of the frames)")
+    add_chunk_size_argument(p)
     p.add_argument("--tusrec-metrics", action="store_true",
                    help="also compute the official all-pixel TUS-REC metrics (slower)")
     add_precision_argument(p)
@@ -57,8 +59,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from dualtrack.predict import predict_file
 
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise UsageError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    check_chunk_size(args.chunk_size)
     res = predict_file(
         args.scan, args.weights, args.output, device=args.device,
         spacing=tuple(args.spacing) if args.spacing else None, calib=args.calib,

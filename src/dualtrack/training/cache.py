@@ -144,7 +144,7 @@ class FrameCache:
         self._built: dict[tuple[str, str, int, tuple[int, int]], Path] = {}
 
     def path(
-        self, subject: str, name: str, num_frames: int, size: tuple[int, int], stamp: str = ""
+        self, subject: str, name: str, num_frames: int, size: tuple[int, int], stamp: str
     ) -> Path:
         """File of one scan at resolution ``size = (h, w)``; ``stamp`` identifies the source file's
         content (see :func:`source_stamp`)."""

@@ -9,7 +9,7 @@
 3. for each phase: frames are cached at model resolution, a DataLoader with worker processes
    feeds :class:`~dualtrack.training.datasets.SweepItemDataset` items, and the optimiser
    (AdamW, cosine schedule with linear warm-up, gradient clipping; with ``runtime.amp`` bf16 autocast
-   on GPUs and on CPUs with native bf16, see :func:`dualtrack.utils.resolve_precision`) steps
+   on GPUs and on CPUs with native bf16, :func:`dualtrack.utils.cpu_supports_bf16`) steps
    on ``model.loss(model(frames), normalised targets)``;
 4. every ``runtime.val_every`` epochs the model predicts whole validation sweeps
    (:func:`dualtrack.inference.predict_trajectory`) and :func:`~dualtrack.evaluation.metrics.paper_metrics`
