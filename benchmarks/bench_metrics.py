@@ -1,6 +1,6 @@
 """Benchmark: official all-pixel GPE + LPE of one synthetic TUS-REC-sized scan.
 
-Measures the wall time of :func:`dualtrack.evaluation.metrics.tusrec_metrics` (GPE and LPE over
+Measures the wall time of :func:`dualtrack.metrics.tusrec_metrics` (GPE and LPE over
 all pixels, chunked) and its peak extra memory: on CUDA ``torch.cuda.max_memory_allocated`` above
 the memory held before the call; on the CPU the rise of the process's peak resident set size
 (``VmHWM``, reset through ``/proc/self/clear_refs`` where allowed, else ``ru_maxrss``).
@@ -23,7 +23,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from _common import PeakMemory, device_name, sync, write_json
-from dualtrack.evaluation.metrics import DEFAULT_MAX_BYTES, tusrec_metrics
+from dualtrack.metrics import DEFAULT_MAX_BYTES, tusrec_metrics
 
 SCALE = np.diag([0.229389190673828, 0.220979690551758, 1.0, 1.0])
 

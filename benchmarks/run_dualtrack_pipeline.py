@@ -55,7 +55,6 @@ import json
 import logging
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,15 +71,13 @@ from dualtrack.data import TusRecDataset  # noqa: E402
 from dualtrack.data.splits import load_splits, make_splits, save_splits  # noqa: E402
 from dualtrack.evaluation.benchmark import (  # noqa: E402
     BenchmarkConfig,
-    BenchmarkPlan,
     load_benchmark_config,
     plan_benchmark,
     run_benchmark,
-    stage_state,
 )
 from dualtrack.simulate import get_preset, simulate_dataset  # noqa: E402
-from dualtrack.training import train  # noqa: E402
 from dualtrack.training.config import ConfigError  # noqa: E402
+from dualtrack.training.pipeline import PipelinePlan, run_pipeline  # noqa: E402
 from dualtrack.training.runs import git_commit  # noqa: E402
 from dualtrack.utils import atomic_write  # noqa: E402
 from run_paper_table import dataset_bytes, device_name, local_crop  # noqa: E402
@@ -186,47 +183,6 @@ def pinned_splits(args: argparse.Namespace, root: Path) -> Path:
 # -------------------------------------------------------------------------------------- training
 
 
-def train_until(plan: BenchmarkPlan, splits_path: Path, deadline: Deadline, argv: Sequence[str]) -> dict:
-    """Train (or resume) every unfinished stage of ``plan`` in order until ``deadline``.
-
-    At the deadline the running stage is asked to stop after its current step
-    (``runtime.stop_after_steps``, read by the loop at every step): it saves ``last.pt`` and the next
-    invocation resumes it.
-
-    Returns:
-        ``{stage key: {"action": ..., "seconds": ..., "finished": bool}}`` for this invocation.
-    """
-    splits = load_splits(splits_path)
-    done: dict[str, dict] = {}
-    for job in plan.jobs:
-        state = stage_state(job.run_dir, job.config, splits)
-        if state == "finished":
-            done[job.key] = {"action": "reuse", "seconds": 0.0, "finished": True}
-            continue
-        if deadline.left() <= 0:
-            done[job.key] = {"action": "pending", "seconds": 0.0, "finished": False}
-            continue
-        action = "resume" if state == "partial" else "train"
-        log.info("stage %s: %s for at most %.0f s", job.key, action, deadline.left())
-        cfg = job.config
-
-        def stop(cfg=cfg) -> None:
-            cfg.runtime.stop_after_steps = 0
-
-        timer = threading.Timer(deadline.left(), stop)
-        timer.daemon = True
-        timer.start()
-        start = time.perf_counter()
-        try:
-            result = train(cfg, job.run_dir, resume=action == "resume", argv=list(argv))
-        finally:
-            timer.cancel()
-            cfg.runtime.stop_after_steps = None
-        seconds = time.perf_counter() - start
-        done[job.key] = {"action": action, "seconds": seconds, "finished": result.finished}
-    return done
-
-
 def stage_throughput(run_dir: Path, warmup: int) -> dict[str, Any]:
     """Median training throughput per phase from a run's ``metrics.csv`` (items/s over logged steps).
 
@@ -248,7 +204,7 @@ def stage_throughput(run_dir: Path, warmup: int) -> dict[str, Any]:
     return {"phases": out, "steps": int(rows[-1]["step"]) if rows else 0}
 
 
-def stage_report(plan: BenchmarkPlan, this_run: dict, previous: dict, warmup: int) -> list[dict]:
+def stage_report(plan: PipelinePlan, this_run: dict, previous: dict, warmup: int) -> list[dict]:
     """One entry per stage: config, unit, batch, steps, per-phase throughput, training seconds so far."""
     old = {s["key"]: s for s in previous.get("stages", [])}
     report = []
@@ -480,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             split = f"{len(s.train)}/{len(s.val)}/{len(s.test)}"
             cfg = benchmark_config(args, root, splits_path)
             plan = plan_benchmark(cfg, root, splits_path, s)
-            this_run = train_until(plan, splits_path, work, sys.argv)
+            jobs = run_pipeline(plan, s, sys.argv, deadline=work.end)
+            this_run = {j.key: {"action": j.action, "seconds": j.seconds, "finished": j.finished} for j in jobs}
             stages = stage_report(plan, this_run, previous, args.throughput_warmup)
             trained = any(v["action"] in ("train", "resume") for v in this_run.values())
             if all(v["finished"] for v in this_run.values()):

@@ -3,9 +3,11 @@ global context of the Hybrid Transformer, causality of MoNet, chunked sweep infe
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from dualtrack.inference import Predictor
 from dualtrack.models import create_model
 from dualtrack.models.baselines._common import pearson_correlation_loss
 from dualtrack.models.baselines.dclnet import window_mean, window_starts
@@ -91,9 +93,12 @@ def test_two_frame_output_depends_only_on_its_pair(backbone: str) -> None:
     torch.testing.assert_close(a[:, :3], b[:, :3])
     assert (a[:, 3:] - b[:, 3:]).abs().amax(-1).min() > 1e-6
     torch.testing.assert_close(alone[:, 0], a[:, 1], rtol=1e-4, atol=1e-4)
-    assert model.temporal_receptive_field == 1
+    assert model.input_spec.halo == 1
+    chunked = Predictor.from_model(model, chunk_size=2, precision="fp32").predict(
+        (255 * frames[0]).round().to(torch.uint8), spacing=(0.2, 0.2))
     with torch.no_grad():
-        torch.testing.assert_close(model.predict_sweep(frames, None, chunk_size=2), a, rtol=1e-4, atol=1e-4)
+        ref = model.denormalise(model((255 * frames).round() / 255))[0].double().numpy()
+    np.testing.assert_allclose(chunked.params, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_two_frame_rejects_unknown_backbone_and_bad_input() -> None:
@@ -125,10 +130,8 @@ def test_dclnet_sliding_window_inference_matches_forward_and_clips() -> None:
     frames = torch.rand(1, 11, 32, 32)
     with torch.no_grad():
         full = model(frames)
-        swept = model.predict_sweep(frames, None, chunk_size=8)  # two windows per pass
         clip_means = torch.stack([model(frames[:, s : s + 4])[:, 0] for s in range(8)], dim=1)
-    assert full.shape == swept.shape == (1, 10, 6)
-    torch.testing.assert_close(swept, full)
+    assert full.shape == (1, 10, 6)
     # each transition gets the mean motion of the clip centred on its frame
     torch.testing.assert_close(full, clip_means[:, window_starts(11, 4)])
     # an N-frame clip is one window: the mean is broadcast to its N-1 transitions
@@ -138,7 +141,7 @@ def test_dclnet_sliding_window_inference_matches_forward_and_clips() -> None:
 
 def test_dclnet_chunked_with_receptive_field_halo_is_exact() -> None:
     model = create_model("dclnet_tiny").eval()
-    n, halo = 14, model.temporal_receptive_field
+    n, halo = 14, model.input_spec.halo
     frames = torch.rand(1, n, 32, 32)
     with torch.no_grad():
         full = model(frames)
@@ -187,21 +190,20 @@ def test_monet_is_causal() -> None:
         a, b = model(frames), model(changed)
     torch.testing.assert_close(a[:, :6], b[:, :6])
     assert (a[:, 6:] - b[:, 6:]).abs().amax(-1).min() > 1e-7
-    assert model.temporal_receptive_field is None
+    assert model.input_spec.halo == 1  # the pair encoder's; the recurrence sees the whole sequence
 
 
 @pytest.mark.parametrize(
     ("name", "cfg"),
     [("monet_tiny", {}), ("hybrid_transformer_tiny", {}), ("hybrid_transformer_tiny", {"encoder": "pair2d"})],
 )
-def test_sequence_predict_sweep_equals_forward(name: str, cfg: dict) -> None:
+def test_sequence_baselines_chunk_exactly(name: str, cfg: dict) -> None:
     model = create_model(name, **cfg).eval()
-    frames = torch.rand(1, 17, 32, 32)
-    index = torch.arange(17).unsqueeze(0) + 3
+    frames = (255 * torch.rand(17, 32, 32)).to(torch.uint8)
     with torch.no_grad():
-        full = model(frames, index=index)
-        chunked = model.predict_sweep(frames, index, chunk_size=4)
-    torch.testing.assert_close(chunked, full, rtol=1e-4, atol=1e-5)
+        full = model.denormalise(model(frames[None]))[0].double().numpy()
+    chunked = Predictor.from_model(model, chunk_size=4, precision="fp32").predict(frames, spacing=(0.2, 0.2))
+    np.testing.assert_allclose(chunked.params, full, rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_options_raise() -> None:

@@ -227,7 +227,7 @@ def test_plan_resolves_references_and_rejects_cycles(tmp_path: Path) -> None:
         load_benchmark_config("benchmark", ["epoch_scale=0.01"]), tmp_path, tmp_path, splits
     )
     local = next(j for j in scaled.jobs if j.key == "dualtrack.local").config
-    assert [p.epochs for p in local.stage.phases] == [40, 5]  # 4000 and 500 epochs scaled
+    assert [p.epochs for p in local.stage.phases] == [40, 5, 5]  # 4000, 500 and 500 epochs scaled
     cyc = benchmark_config_from_dict(_cfg(a={"reuse": "b"}, b={"reuse": "a"}))
     with pytest.raises(ConfigError, match="cycle"):
         plan_benchmark(cyc, tmp_path, tmp_path, splits)

@@ -31,9 +31,11 @@ def test_paper_stage_settings():
     local = load_config("local")
     assert local.sampling.mode == "clip" and local.sampling.clip_length == 16
     phases = resolve_phases(local)
-    assert [p.name for p in phases] == ["cnn", "pooling"]
-    assert phases[0].epochs == 4000 and phases[1].epochs == 500
+    assert [p.name for p in phases] == ["cnn", "pooling", "temporal"]
+    assert phases[0].epochs == 4000 and phases[1].epochs == 500 and phases[2].epochs == 500
     assert phases[1].freeze == ("local_cnn",) and phases[0].freeze == ()
+    # the temporal transformer trains on whole sweeps, the length it attends over at inference
+    assert phases[2].sampling.mode == "sweep" and phases[2].freeze == ("local_cnn", "local_pool")
     glob = load_config("global")
     assert glob.sampling.mode == "subset" and glob.model.name == "global_only"
     fusion = load_config("fusion")

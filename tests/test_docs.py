@@ -101,14 +101,6 @@ def commands(code: str) -> list[list[str]]:
 # ------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def demo_output(tmp_path_factory) -> Path:
-    """``demo_output/`` of a ``dualtrack demo --quick`` run (what the docs' paths point to)."""
-    from dualtrack.demo import run_demo
-
-    return run_demo(tmp_path_factory.mktemp("docs_demo") / "demo_output", quick=True).out_dir
-
-
 @pytest.fixture
 def doc_cwd(demo_output, tmp_path, monkeypatch) -> Path:
     """A fresh working folder with ``demo_output`` in it."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import predict
 from dualtrack.cli import main
 from dualtrack.data import TusRecDataset
 from dualtrack.evaluation.evaluate import (
@@ -21,10 +22,10 @@ from dualtrack.evaluation.evaluate import (
     summarise,
     write_results,
 )
-from dualtrack.evaluation.metrics import paper_metrics
-from dualtrack.inference import predict_trajectory
+from dualtrack.inference import Predictor
+from dualtrack.metrics import paper_metrics
 from dualtrack.models import TrajectoryModel
-from dualtrack.training.export import load_bundle
+from dualtrack.models.weights import load_bundle
 from dualtrack.training.loop import prepare_run, train
 
 
@@ -48,9 +49,10 @@ def test_evaluate_model_matches_direct_metrics(tiny_dataset, local_run):
     scans = select_scans(dataset, "val", local_run / "splits.json")
     assert len(scans) == 2 and len({s for s, _ in scans}) == 1
     bundle = load_bundle(local_run)
-    ev = evaluate_model(bundle.model, dataset, scans, crop=bundle.crop, device="cpu", tusrec=True)
+    assert bundle.model.input_spec.local_crop == (32, 48)  # the training crop, restored on loading
+    ev = evaluate_model(Predictor.from_run(local_run, device="cpu"), dataset, scans, tusrec=True)
     sweep = dataset.load(*scans[0])
-    pred = predict_trajectory(bundle.model, sweep, device="cpu", crop=(32, 48))
+    pred = predict(bundle.model, sweep, device="cpu")
     direct = paper_metrics(sweep.global_transforms(), pred.global_, sweep.shape, sweep.calibration.scale)
     row = ev.table[sweep.key]
     for k in ("GPE", "LPE", "FDR", "max_drift"):
@@ -152,13 +154,13 @@ def test_evaluate_cli(tiny_dataset, local_run, tmp_path, capsys):
 class StillModel(TrajectoryModel):
     """Predicts no motion at all (the TUS-REC normalisers' reference prediction)."""
 
-    def forward(self, frames, *, index=None, global_frames=None, global_index=None):
-        return torch.zeros(frames.shape[0], frames.shape[1] - 1, 6)
+    def decode(self, features, *, index, global_frames=None, global_index=None):
+        return torch.zeros(features.shape[0], features.shape[1] - 1, 6)
 
 
 def test_identity_prediction_scores_zero(tiny_dataset):
     dataset = TusRecDataset(tiny_dataset)
-    ev = evaluate_model(StillModel(), dataset, dataset.scans[:2], device="cpu", tusrec=True)
+    ev = evaluate_model(Predictor.from_model(StillModel(), device="cpu"), dataset, dataset.scans[:2], tusrec=True)
     for row in ev.table.values():
         assert row["final_score"] == pytest.approx(0.0, abs=1e-9)
         assert row["GPE_norm"] == pytest.approx(0.0, abs=1e-9)
@@ -168,17 +170,17 @@ def test_identity_prediction_scores_zero(tiny_dataset):
 def test_bf16_changes_a_trained_models_trajectory_by_under_2_percent_of_its_gpe(tiny_dataset, local_run):
     """The tolerance of the default precision (bf16 autocast where the CPU has it): the trajectory
     moves by less than 2 % of the model's error."""
-    from dualtrack.evaluation.metrics import paper_metrics
-    from dualtrack.inference import predict_trajectory
-    from dualtrack.training import load_bundle
+    from conftest import predict
+    from dualtrack.metrics import paper_metrics
+    from dualtrack.models.weights import load_bundle
 
     bundle = load_bundle(local_run)
     dataset = TusRecDataset(tiny_dataset)
     gpe, moved = [], []
     for subject, name in dataset.scans:
         sweep = dataset.load(subject, name)
-        ref = predict_trajectory(bundle.model, sweep, precision="fp32")
-        low = predict_trajectory(bundle.model, sweep, precision="bf16")
+        ref = predict(bundle.model, sweep, precision="fp32")
+        low = predict(bundle.model, sweep, precision="bf16")
         args = (sweep.shape, sweep.calibration.scale)
         gpe.append(paper_metrics(sweep.global_transforms(), ref.global_, *args)["GPE"])
         moved.append(paper_metrics(ref.global_, low.global_, *args)["GPE"])

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import model_inputs, predict
 from dualtrack.data.sweep import Sweep
 from dualtrack.evaluation.global_check import (
     GLOBAL_MODES,
-    GlobalInputOverride,
     global_branch_check,
     predict_with_global_input,
     replace_global_frames,
 )
 from dualtrack.geometry import chain_local, params_to_matrix
-from dualtrack.inference import predict_trajectory
+from dualtrack.inference import Predictor
 from dualtrack.models import create_model
 
 
@@ -50,7 +50,8 @@ def _model(global_matters: bool) -> torch.nn.Module:
             m.momentum = None
     model.train()
     with torch.no_grad():
-        model(torch.from_numpy(np.asarray(sweep.frames[:16])).float()[None] / 255)
+        x = torch.from_numpy(np.asarray(sweep.frames[:16])).float()[None] / 255
+        model(x, **model_inputs(model, x))
         if global_matters:
             model.fusion.local_proj.weight.zero_()
         else:
@@ -61,6 +62,10 @@ def _model(global_matters: bool) -> torch.nn.Module:
         torch.tensor([0.1, 0.0, 0.3, 0.0, 0.0, 0.0]), torch.tensor([0.5, 0.5, 0.5, 2.0, 2.0, 2.0])
     )
     return model.eval()
+
+
+def _cpu(model) -> Predictor:
+    return Predictor.from_model(model, device="cpu")
 
 
 SWEEPS = [_sweep("001", 1), _sweep("001", 2, "RH_rotation"), _sweep("002", 3)]
@@ -86,19 +91,22 @@ def test_replacements_have_the_right_content() -> None:
         replace_global_frames("blur", g)
 
 
-def test_override_wrapper_unmodified_equals_plain_inference() -> None:
+def test_identity_replacement_equals_plain_inference() -> None:
     model = _model(global_matters=True)
-    plain = predict_trajectory(model, SWEEPS[0], device="cpu", chunk_size=7)
-    same = predict_trajectory(
-        GlobalInputOverride(model, lambda f, i: f), SWEEPS[0], device="cpu", chunk_size=7
-    )
+    predictor = Predictor.from_model(model, device="cpu", chunk_size=7)
+    plain = predictor.predict(SWEEPS[0])
+    same = predictor.predict(SWEEPS[0], replace_global=lambda f, i: f)
     np.testing.assert_allclose(same.global_, plain.global_, atol=1e-9)
-    changed = predict_with_global_input(model, SWEEPS[0], "zeros", device="cpu")
+    changed = predict_with_global_input(predictor, SWEEPS[0], "zeros")
     assert np.abs(changed.params - plain.params).max() > 1e-3
+    with pytest.raises(RuntimeError, match="changed the shape"):
+        predictor.predict(SWEEPS[0], replace_global=lambda f, i: f[:, :1])
+    with pytest.raises(ValueError, match="no separate global branch"):
+        Predictor.from_model(create_model("local_only_tiny")).predict(SWEEPS[0], replace_global=lambda f, i: f)
 
 
 def test_check_detects_a_global_branch_that_matters() -> None:
-    result = global_branch_check(_model(global_matters=True), SWEEPS, device="cpu", label="dt", seed=0)
+    result = global_branch_check(_cpu(_model(global_matters=True)), SWEEPS, label="dt", seed=0)
     assert [r["mode"] for r in result.rows] == ["none", *GLOBAL_MODES]
     none = result.row("none")
     assert none["prediction_change"] == 0.0 and none["n_scans"] == 3
@@ -116,8 +124,8 @@ def test_check_detects_a_global_branch_that_matters() -> None:
 
 def test_check_reports_no_effect_when_the_global_branch_is_disconnected() -> None:
     model = _model(global_matters=False)
-    plain = {s.key: predict_trajectory(model, s, device="cpu").global_ for s in SWEEPS}
-    result = global_branch_check(model, SWEEPS, device="cpu", baseline=plain)
+    plain = {s.key: predict(model, s, device="cpu").global_ for s in SWEEPS}
+    result = global_branch_check(_cpu(model), SWEEPS, baseline=plain)
     for mode in GLOBAL_MODES:
         row = result.row(mode)
         assert row["prediction_change"] < 1e-6, mode
@@ -127,8 +135,8 @@ def test_check_reports_no_effect_when_the_global_branch_is_disconnected() -> Non
 
 def test_check_rejects_models_without_global_branch_and_bad_input() -> None:
     with pytest.raises(ValueError, match="no separate global branch"):
-        global_branch_check(create_model("local_only_tiny"), SWEEPS)
+        global_branch_check(_cpu(create_model("local_only_tiny")), SWEEPS)
     with pytest.raises(ValueError, match="at least two"):
-        global_branch_check(_model(True), SWEEPS[:1])
+        global_branch_check(_cpu(_model(True)), SWEEPS[:1])
     with pytest.raises(ValueError, match="unknown modes"):
-        global_branch_check(_model(True), SWEEPS, modes=["zeros", "blur"])
+        global_branch_check(_cpu(_model(True)), SWEEPS, modes=["zeros", "blur"])

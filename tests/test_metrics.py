@@ -1,4 +1,4 @@
-"""Golden and cross-check tests of dualtrack.evaluation.metrics (values computed by hand)."""
+"""Golden and cross-check tests of dualtrack.metrics (values computed by hand)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from dualtrack.evaluation import metrics as M
+from dualtrack import metrics as M
 
 EYE = np.eye(4)
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from dualtrack.models import create_model, list_models
+from conftest import model_inputs
+from dualtrack.models import GlobalEncoderConfig, InputSpec, create_model, list_models
 from dualtrack.models.global_encoder import GlobalEncoder, build_global_backbone
 from dualtrack.models.resnet import ResNet2d, resnet18_2d, resnet18_3d
 
@@ -65,19 +66,19 @@ def test_every_architecture_has_a_tiny_variant() -> None:
 def test_forward_contract(name: str) -> None:
     model = create_model(name)
     frames, _ = structured_clip(b=2, t=8)
-    out = model(frames)
+    out = model(frames, **model_inputs(model, frames))
     assert out.shape == (2, 7, 6)
     assert torch.isfinite(out).all()
     index = torch.arange(0, 16, 2).expand(2, 8)  # sub-sampled frames, true indices
-    assert model(frames, index=index).shape == (2, 7, 6)
-    assert model(frames[:, :5]).shape == (2, 4, 6)
+    assert model(frames, **model_inputs(model, frames, index)).shape == (2, 7, 6)
+    assert model(frames[:, :5], **model_inputs(model, frames[:, :5])).shape == (2, 4, 6)
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_every_parameter_gets_a_finite_gradient(name: str) -> None:
     model = create_model(name).train()
     frames, target = structured_clip(b=2, t=8)
-    loss = model.loss(model(frames), target)
+    loss = model.loss(model(frames, **model_inputs(model, frames)), target)
     assert torch.isfinite(loss)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -95,7 +96,7 @@ def test_tiny_overfit(name: str) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
     for _ in range(30):
-        loss = model.loss(model(frames), target)
+        loss = model.loss(model(frames, **model_inputs(model, frames)), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -119,9 +120,10 @@ def test_state_dict_round_trip(name: str) -> None:
     frames, _ = structured_clip(b=1, t=6)
     src.eval(), dst.eval()
     with torch.no_grad():
-        assert not torch.allclose(src(frames), dst(frames))
+        extra = model_inputs(src, frames)
+        assert not torch.allclose(src(frames, **extra), dst(frames, **extra))
         dst.load_state_dict(src.state_dict(), strict=True)
-        assert torch.equal(src(frames), dst(frames))
+        assert torch.equal(src(frames, **extra), dst(frames, **extra))
     assert torch.equal(dst.target_std, torch.arange(1.0, 7.0))
 
 
@@ -186,12 +188,28 @@ def test_full_size_dualtrack_configuration() -> None:
     with torch.device("meta"):
         model = create_model("dualtrack")
     sizes = {k: sum(p.numel() for p in v) / 1e6 for k, v in model.parameter_groups().items()}
-    assert sizes["local_cnn"] == pytest.approx(33.15, abs=0.01)
     assert sizes["local_pool"] == pytest.approx(0.216, abs=0.001)  # patch embedding 512x64x2x2 + 4 layers
     assert sizes["local_temporal"] == pytest.approx(0.084, abs=0.001)  # 4 layers of width 64, FFN 32
     assert 27 < sizes["global"] < 30  # ResNet-18 + projection + 8 x (512, FFN 1024) layers
-    assert model.temporal_receptive_field == 17 and model.global_stride == 8
+    # the paper's "small temporal windows" by default: +-5 frames, 11.47 M parameters
+    assert sizes["local_cnn"] == pytest.approx(11.47, abs=0.01)
+    assert model.input_spec.halo == 5 and model.input_spec.global_stride == 8
+    assert model.input_spec.global_size == (224, 224)
     assert len(model.fusion.decoder.layers.layers) == 8
+    with torch.device("meta"):
+        legacy = create_model("dualtrack", local_encoder={"small_window": False})
+    assert sum(p.numel() for p in legacy.parameter_groups()["local_cnn"]) / 1e6 == pytest.approx(33.15, abs=0.01)
+    assert legacy.input_spec.halo == 17
+
+
+def test_global_resnet_has_the_standard_stem_by_default_and_the_authors_as_an_option() -> None:
+    frames = torch.rand(1, 2, 224, 224)
+    std = GlobalEncoder(GlobalEncoderConfig(width=4, layers=(1, 1, 1, 1), dim=16, num_layers=1, heads=2, ffn=16))
+    authors = GlobalEncoder(GlobalEncoderConfig(width=4, layers=(1, 1, 1, 1), dim=16, num_layers=1, heads=2,
+                                                ffn=16, stem_pool=False))
+    x = std.resize(frames)
+    assert std.backbone.forward_features(x).shape[-2:] == (7, 7)
+    assert authors.backbone.forward_features(x).shape[-2:] == (14, 14)
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -202,17 +220,42 @@ def test_parameter_groups_partition_the_parameters(name: str) -> None:
     assert set(grouped) == {id(p) for p in model.parameters()}
 
 
-@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("name", TINY)
 def test_two_step_forward_equals_forward(name: str) -> None:
     model = create_model(name).eval()
     frames, _ = structured_clip(b=2, t=9)
-    index = torch.arange(9).expand(2, 9)
-    extra = {}
-    if name.startswith("dualtrack"):
-        extra = {"global_frames": frames[:, ::4], "global_index": index[:, ::4]}
+    extra = model_inputs(model, frames, torch.arange(9).expand(2, 9))
     with torch.no_grad():
-        two_step = model.forward_encoded(model.encode_frames(frames), index=index, **extra)
-        assert torch.allclose(two_step, model(frames), atol=1e-6)
+        two_step = model.decode(model.encode(frames), **extra)
+        assert torch.allclose(two_step, model(frames, **extra), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_model_declares_its_input_spec(name: str) -> None:
+    """The contract: a spec from creation, halo matching the per-frame part, the global branch
+    exactly when the model has a global encoder fed separately."""
+    model = create_model(name)
+    spec = model.input_spec
+    assert spec.min_frames >= 2 and spec.intensity_divisor == 255.0 and spec.local_crop is None
+    assert spec.has_global_branch == name.startswith("dualtrack")
+    assert (spec.sparse_frames is not None) == name.startswith("global_only")
+    assert InputSpec.from_dict(spec.to_dict()) == spec
+    model.configure_input(local_crop=(32, 48), pixel_spacing=(0.2, 0.2))
+    assert model.input_spec.local_crop == (32, 48)
+    with pytest.raises(ValueError, match="belong to the architecture"):
+        model.configure_input(halo=0)
+    with pytest.raises(ValueError, match="unknown input spec keys"):
+        InputSpec.from_dict({**spec.to_dict(), "crop": [1, 2]})
+
+
+def test_global_input_is_explicit() -> None:
+    """DualTrack never derives its global input from the (cropped) local frames."""
+    model = create_model("dualtrack_tiny").eval()
+    frames, _ = structured_clip(b=1, t=8)
+    with pytest.raises(ValueError, match="global branch needs global_frames"):
+        model(frames)
+    with pytest.raises(ValueError, match="has no global branch"):
+        create_model("local_only_tiny")(frames, global_frames=frames[:, ::4], global_index=torch.arange(2)[None])
 
 
 def test_freeze_keeps_groups_fixed_and_in_eval_mode() -> None:
@@ -224,7 +267,7 @@ def test_freeze_keeps_groups_fixed_and_in_eval_mode() -> None:
     bn = model.local_encoder.cnn.stem[1]
     stats = bn.running_mean.clone()
     frames, target = structured_clip(b=1, t=8)
-    model.loss(model(frames), target).backward()
+    model.loss(model(frames, **model_inputs(model, frames)), target).backward()
     assert torch.equal(bn.running_mean, stats)  # eval-mode BatchNorm: statistics untouched
     assert all(p.grad is None for p in model.local_encoder.cnn.parameters())
     assert all(p.grad is not None for p in model.fusion.parameters())
@@ -245,17 +288,19 @@ def test_init_from_stage_checkpoints() -> None:
     index = torch.arange(8)[None]
     with torch.no_grad():
         assert not torch.allclose(dual.local_encoder(frames, index), local.local_encoder(frames, index))
-        dual.init_from(local, ["local_encoder"])
+        dual.init_from(local.state_dict(), ["local_encoder"])
         dual.init_from(glob.state_dict(), ["global_encoder"])
         assert torch.equal(dual.local_encoder(frames, index), local.local_encoder(frames, index))
         assert torch.equal(dual.global_encoder(frames, index), glob.global_encoder(frames, index))
     with pytest.raises(KeyError, match="no entries"):
-        dual.init_from(local, ["global_encoder"])
-    wider = create_model("local_only_tiny", local_dim=32)
+        dual.init_from(local.state_dict(), ["global_encoder"])
+    wider = create_model("local_only_tiny", local_encoder={"dim": 32})
     with pytest.raises(RuntimeError, match="size mismatch"):
-        dual.init_from(wider, ["local_encoder"])
+        dual.init_from(wider.state_dict(), ["local_encoder"])
     coupled = create_model("coupled_tiny")
-    coupled.load_submodule_state(local.state_dict(), "local_encoder")
+    coupled.init_from(local.state_dict(), coupled.stage_sources()["local_from"].modules)
+    assert dual.stage_sources()["local_from"].freeze == ("local_cnn", "local_pool")
+    assert dual.stage_sources()["global_from"].freeze == ()
 
 
 def test_dualtrack_uses_the_global_frames() -> None:
@@ -264,16 +309,14 @@ def test_dualtrack_uses_the_global_frames() -> None:
     index = torch.arange(12)[None]
     gidx = index[:, ::4]
     with torch.no_grad():
-        derived = model(frames)
-        explicit = model(frames, global_frames=frames[:, ::4], global_index=gidx)
-        assert torch.allclose(derived, explicit, atol=1e-6)
+        derived = model(frames, global_frames=frames[:, ::4], global_index=gidx)
         other = model(frames, global_frames=frames[:, ::4].flip(-1), global_index=gidx)
         assert (other - derived).abs().max() > 1e-5
         # the global frames may come at another resolution; the encoder resizes them itself
         hi_res = nn.functional.interpolate(frames[:, ::4], scale_factor=2.0, mode="nearest")
         assert model(frames, global_frames=hi_res, global_index=gidx).shape == (1, 11, 6)
-    with pytest.raises(ValueError, match="global_index"):
-        model.forward_encoded(model.encode_frames(frames), index=index)
+    with pytest.raises(ValueError, match="do not match"):
+        model(frames, index=index, global_frames=frames[:, ::4], global_index=index)
 
 
 def test_bad_inputs_give_clear_errors() -> None:
@@ -285,7 +328,9 @@ def test_bad_inputs_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="index"):
         model(torch.rand(1, 4, 32, 32), index=torch.arange(3)[None])
     with pytest.raises(ValueError, match="divisible"):
-        create_model("dualtrack_tiny", fusion_heads=3)
+        create_model("dualtrack_tiny", fusion={"heads": 3})
+    with pytest.raises(TypeError, match=r"FusionConfig: unknown keys \['hidden'\]"):
+        create_model("dualtrack_tiny", fusion={"hidden": 3})
 
 
 # ---------------------------------------------------------------- global backbones
@@ -295,8 +340,8 @@ def test_resnet_backbone_weights_from_a_local_file(tmp_path) -> None:
     source = ResNet2d(width=4, layers=(1, 1, 1, 1))
     path = tmp_path / "backbone.pt"
     torch.save({"state_dict": source.state_dict()}, path)
-    tiny = dict(global_size=32, global_dim=16, global_layers=1, global_heads=2, global_ffn=16)
-    enc = GlobalEncoder(backbone_width=4, backbone_layers=(1, 1, 1, 1), backbone_weights=path, **tiny)
+    tiny = dict(size=32, dim=16, num_layers=1, heads=2, ffn=16, stem_pool=False)
+    enc = GlobalEncoder(GlobalEncoderConfig(width=4, layers=(1, 1, 1, 1), weights=str(path), **tiny))
     for key, value in source.state_dict().items():
         assert torch.equal(enc.backbone.state_dict()[key], value)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
@@ -310,7 +355,7 @@ def test_resnet_backbone_weights_from_a_local_file(tmp_path) -> None:
 def test_timm_backbone_without_timm_raises_a_clear_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(ImportError, match="optional package timm"):
-        create_model("global_only_tiny", backbone="timm:resnet18")
+        create_model("global_only_tiny", global_encoder={"backbone": "timm:resnet18"})
 
 
 class _FakeTimmNet(nn.Module):
@@ -334,7 +379,7 @@ def test_timm_backbone_plumbing_and_grayscale_weights(monkeypatch, tmp_path) -> 
     rgb = _FakeTimmNet(3)
     path = tmp_path / "rgb.pt"
     torch.save(rgb.state_dict(), path)
-    model = create_model("global_only_tiny", backbone="timm:fake_net", backbone_weights=str(path))
+    model = create_model("global_only_tiny", global_encoder={"backbone": "timm:fake_net", "weights": str(path)})
     assert calls == {"name": "fake_net", "pretrained": False, "in_chans": 1, "num_classes": 0}
     weight = model.global_encoder.backbone.conv.weight
     assert torch.allclose(weight, rgb.conv.weight.sum(1, keepdim=True))

@@ -14,7 +14,8 @@ COMMON = (
     "runtime.tensorboard=false",
     "stage.phases.0.epochs=2",  # 4 training scans, batch 2: 2 steps per epoch, 8 steps in all
     "stage.phases.1.epochs=2",
-    "model.dropout=0.2",  # dropout draws from the global RNG: restored on resume
+    "stage.phases.2.epochs=0",  # the whole-sweep phase is resumed like the others
+    "model.local_encoder.dropout=0.2",  # dropout draws from the global RNG: restored on resume
     "sampling.strides=[1, 2]",
 )
 

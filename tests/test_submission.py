@@ -8,9 +8,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from dualtrack.data.calibration import Calibration, write_calibration
-from dualtrack.evaluation.metrics import tusrec_metrics
 from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs, model_predictor
 from dualtrack.geometry import chain_local, global_from_tforms, local_from_global, params_to_matrix
+from dualtrack.metrics import tusrec_metrics
 
 H, W = 6, 8
 SCALE = np.diag([0.229389190673828, 0.220979690551758, 1.0, 1.0])
@@ -199,7 +199,7 @@ def test_cuda_matches_cpu():
 def test_model_predictor_submits_a_model_as_is(calib_file):
     """A dualtrack model goes through the challenge signature unchanged: its DDFs equal those of
     the library's own inference on the same scan (spacing taken from the calibration file)."""
-    from dualtrack.inference import predict_trajectory
+    from conftest import predict
     from dualtrack.models import create_model
 
     torch.manual_seed(0)
@@ -211,7 +211,7 @@ def test_model_predictor_submits_a_model_as_is(calib_file):
     landmarks = np.array([[1, 1, 1], [8, 40, 32], [4, 20, 7]])
     predict_ddfs = make_predict_ddfs(model_predictor(model, chunk_size=4))
     got = predict_ddfs(frames, landmarks, path, device="cpu")
-    poses = predict_trajectory(model, frames, spacing=(0.3, 0.25), device="cpu").global_
+    poses = predict(model, frames, spacing=(0.3, 0.25), device="cpu").global_
     expected = ddfs_from_poses(poses, (32, 40), calib.scale, landmarks, "cpu")
     assert got[0].shape == (8, 3, 32 * 40) and got[1].shape == (3, 3)
     for a, b in zip(got, expected, strict=True):

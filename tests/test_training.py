@@ -18,11 +18,11 @@ from dualtrack import geometry
 from dualtrack.data import LazyFrames, Sweep, TusRecDataset
 from dualtrack.data.splits import load_splits
 from dualtrack.models import create_model
+from dualtrack.models.weights import export_model, load_bundle, load_model
 from dualtrack.training import augment
 from dualtrack.training.cache import FrameCache, direct_map, resize_frames
 from dualtrack.training.config import ConfigError, load_config
 from dualtrack.training.datasets import SweepItemDataset, collate_items, target_statistics
-from dualtrack.training.export import export_model, load_bundle, load_model
 from dualtrack.training.loop import lr_factor, prepare_run, train
 from dualtrack.training.samplers import EpochSampler, clip_indices, subset_indices, window_indices
 
@@ -340,7 +340,8 @@ def test_local_stage_run_directory_and_phases(tiny_dataset, tmp_path):
     assert not stop.finished and stop.state.step == 2 and stop.state.phase == 0  # end of phase "cnn"
     after_cnn = torch.load(run / "last.pt", weights_only=True)["model"]
     result = train(cfg, run, resume=True)
-    assert result.finished and result.state.step == 4
+    n_train_scans = 4  # phase "temporal": one whole sweep per step
+    assert result.finished and result.state.step == 4 + n_train_scans
     for name in (
         "config.yaml",
         "command.txt",
@@ -360,22 +361,25 @@ def test_local_stage_run_directory_and_phases(tiny_dataset, tmp_path):
     assert len(splits.val) == 1 and len(splits.train) == 2 and not set(splits.val) & set(splits.train)
     rows = _rows(run)
     train_rows = [r for r in rows if r["train_loss"]]
-    assert [int(r["step"]) for r in train_rows] == [1, 2, 3, 4]
-    assert [r["phase"] for r in train_rows] == ["cnn", "cnn", "pooling", "pooling"]
+    assert [int(r["step"]) for r in train_rows] == list(range(1, 9))
+    assert [r["phase"] for r in train_rows] == ["cnn", "cnn", "pooling", "pooling", *["temporal"] * n_train_scans]
     assert all(float(r["train_loss"]) > 0 and float(r["items_per_s"]) > 0 for r in train_rows)
     val_rows = [r for r in rows if r["val_GPE"]]
-    assert len(val_rows) == 2 and all(float(r["val_GPE"]) > 0 for r in val_rows)
+    assert len(val_rows) == 3 and all(float(r["val_GPE"]) > 0 for r in val_rows)
     best = torch.load(run / "best.pt", weights_only=True)
     assert best["state"]["best_gpe"] == pytest.approx(min(float(r["val_GPE"]) for r in val_rows), rel=1e-5)
     final = torch.load(run / "last.pt", weights_only=True)["model"]
     stats = json.loads((run / "target_stats.json").read_text())
     np.testing.assert_allclose(final["target_mean"].numpy(), stats["mean"], rtol=1e-6)
-    # the second phase froze the 3D CNN and trained the pooling
+    # the second phase froze the 3D CNN and trained the pooling, the third trained the temporal
+    # transformer on whole sweeps with CNN and pooling frozen
     cnn = [k for k in final if k.startswith("local_encoder.cnn.") and final[k].is_floating_point()]
     pool = [k for k in final if k.startswith("local_encoder.pool.")]
-    assert cnn and pool
+    temporal = [k for k in final if k.startswith("local_encoder.temporal.")]
+    assert cnn and pool and temporal
     assert all(torch.equal(final[k], after_cnn[k]) for k in cnn)
     assert any(not torch.equal(final[k], after_cnn[k]) for k in pool)
+    assert any(not torch.equal(final[k], after_cnn[k]) for k in temporal)
 
 
 def test_workers_give_identical_training(tiny_dataset, tmp_path):
@@ -425,9 +429,14 @@ def test_fusion_loads_and_freezes_both_encoders(tiny_dataset, tmp_path, encoder_
     final = torch.load(run / "last.pt", weights_only=True)["model"]
     local = torch.load(encoder_runs / "local" / "last.pt", weights_only=True)["model"]
     glob = torch.load(encoder_runs / "global" / "last.pt", weights_only=True)["model"]
-    for src, prefix in ((local, "local_encoder."), (glob, "global_encoder.")):
+    # the authors' fusion: the 3D CNN and the pooling stay as loaded; the local temporal
+    # transformer and the global encoder start from the loaded weights and train on
+    for src, prefix in ((local, "local_encoder.cnn."), (local, "local_encoder.pool.")):
         keys = [k for k in src if k.startswith(prefix)]
         assert keys and all(torch.equal(final[k], src[k]) for k in keys), prefix
+    for src, prefix in ((local, "local_encoder.temporal."), (glob, "global_encoder.temporal.")):
+        keys = [k for k in src if k.startswith(prefix) and src[k].is_floating_point()]
+        assert keys and any(not torch.equal(final[k], src[k]) for k in keys), prefix
     torch.manual_seed(0)  # the loop seeds with runtime.seed before building the model
     initial = create_model("dualtrack_tiny").state_dict()
     fusion = [k for k in final if k.startswith(("fusion.", "head.")) and final[k].is_floating_point()]
@@ -465,13 +474,14 @@ def test_stage_chaining_is_checked_before_anything_starts(tiny_dataset, tmp_path
 def test_export_and_strict_loading(tiny_dataset, tmp_path, encoder_runs):
     out = export_model(encoder_runs / "local", tmp_path / "export")
     meta = json.loads((out / "config.json").read_text())
-    assert meta["model_name"] == "local_only_tiny" and meta["input"]["crop"] == [32, 48]
+    assert meta["model_name"] == "local_only_tiny" and meta["input"]["local_crop"] == [32, 48]
+    assert meta["input"]["pixel_spacing"] is not None and meta["input"]["halo"] == 3
     assert len(meta["target_mean"]) == 6
     a, b = load_bundle(encoder_runs / "local"), load_bundle(out)
     x = torch.rand(1, 6, 32, 48)
     with torch.no_grad():
         torch.testing.assert_close(a.model(x), b.model(x), rtol=0, atol=0)
-    assert b.crop == (32, 48)
+    assert b.model.input_spec == a.model.input_spec and b.model.input_spec.local_crop == (32, 48)
     meta["model_name"] = "global_only_tiny"
     (out / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="do not fit model 'global_only_tiny'"):

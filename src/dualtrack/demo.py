@@ -11,7 +11,7 @@
    (``global_only``) and ``runs/fusion`` (``dualtrack``, both encoders loaded from the earlier runs
    and frozen). The stage-1 model doubles as the local-only model for contrast;
 4. the fused model and the two single-encoder stages (local-only, global-only) predict every
-   held-out test sweep (:func:`dualtrack.inference.predict_trajectory`) and are scored with the
+   held-out test sweep (:class:`dualtrack.inference.Predictor`) and are scored with the
    paper's metrics and the official all-pixel / landmark TUS-REC metrics
    (``evaluation/``), next to the trivial "no motion" (identity) prediction;
 5. :func:`dualtrack.predict.predict_file` predicts one test sweep into ``prediction/`` and
@@ -44,15 +44,14 @@ from typing import Any
 
 import numpy as np
 
-from dualtrack.data import TusRecDataset, make_splits, parse_dataset_key, save_splits
+from dualtrack.data import TusRecDataset, load_splits, make_splits, parse_dataset_key, save_splits
 from dualtrack.evaluation.evaluate import evaluate_model, select_scans, summarise, write_results
-from dualtrack.evaluation.metrics import drift_curve, identity_errors, paper_metrics
-from dualtrack.inference import predict_trajectory
+from dualtrack.inference import Predictor
+from dualtrack.metrics import drift_curve, identity_errors, paper_metrics
 from dualtrack.predict import predict_file
 from dualtrack.reconstruction import Volume, reconstruct_volume, write_nrrd, write_sequence_metafile
 from dualtrack.simulate.presets import get_preset
-from dualtrack.training.config import config_from_dict, config_to_dict, load_config
-from dualtrack.training.export import load_bundle
+from dualtrack.training.pipeline import load_pipeline, plan_pipeline, run_pipeline
 from dualtrack.utils import DEFAULT_DEVICE, atomic_write, cpu_name, resolve_device
 
 __all__ = [
@@ -90,7 +89,8 @@ class DemoPlan:
             ``dualtrack`` gets all three, so its encoders match the stage-1/2 runs.
         global_stride: the fused model's global-branch stride.
         clip_length, clips_per_scan, local_batch: stage-1 clip sampling.
-        local_epochs: epochs of the ``cnn`` and ``pooling`` phases of stage 1.
+        local_epochs: epochs of the ``cnn``, ``pooling`` (both on clips) and ``temporal`` (whole
+            sweeps) phases of stage 1.
         global_subset, global_batch, global_epochs: stage-2 subset sampling.
         fusion_max_length, fusion_epochs: stage-3 window length and epochs.
         lr: peak learning rate of every stage.
@@ -112,7 +112,7 @@ class DemoPlan:
     clip_length: int
     clips_per_scan: int
     local_batch: int
-    local_epochs: tuple[int, int]
+    local_epochs: tuple[int, int, int]
     global_subset: int
     global_batch: int
     global_epochs: int
@@ -122,26 +122,26 @@ class DemoPlan:
     recon_spacing_mm: float
 
 
-_TINY_LOCAL = dict(cnn_width=4, cnn_layers=[1, 1, 1, 1], local_dim=16, local_heads=2, local_ffn=16,
-                   pool_layers=1, local_layers=1, pool_patch=1)
-_TINY_GLOBAL = dict(backbone_width=4, backbone_layers=[1, 1, 1, 1], global_size=32, global_dim=16,
-                    global_layers=1, global_heads=2, global_ffn=16)
-_SMALL_LOCAL = dict(cnn_width=8, cnn_layers=[1, 1, 1, 1], local_dim=32, local_heads=2, local_ffn=64,
-                    pool_layers=1, local_layers=2, pool_patch=2)
-_SMALL_GLOBAL = dict(backbone_width=8, backbone_layers=[1, 1, 1, 1], global_size=64, global_dim=64,
-                     global_layers=2, global_heads=4, global_ffn=128)
-_MEDIUM_LOCAL = dict(cnn_width=32, cnn_layers=[1, 1, 1, 1], local_dim=64, local_heads=4, local_ffn=128,
-                     pool_layers=2, local_layers=2, pool_patch=2)
-_MEDIUM_GLOBAL = dict(backbone_width=32, backbone_layers=[2, 2, 2, 2], global_size=160, global_dim=256,
-                      global_layers=4, global_heads=8, global_ffn=512)
+_TINY_LOCAL = {"local_encoder": dict(cnn_width=4, cnn_layers=[1, 1, 1, 1], dim=16, heads=2, ffn=16,
+                                     pool_layers=1, temporal_layers=1, pool_patch=1)}
+_TINY_GLOBAL = {"global_encoder": dict(width=4, layers=[1, 1, 1, 1], size=32, dim=16, num_layers=1, heads=2,
+                                       ffn=16)}
+_SMALL_LOCAL = {"local_encoder": dict(cnn_width=8, cnn_layers=[1, 1, 1, 1], dim=32, heads=2, ffn=64,
+                                      pool_layers=1, temporal_layers=2, pool_patch=2)}
+_SMALL_GLOBAL = {"global_encoder": dict(width=8, layers=[1, 1, 1, 1], size=64, dim=64, num_layers=2, heads=4,
+                                        ffn=128)}
+_MEDIUM_LOCAL = {"local_encoder": dict(cnn_width=32, cnn_layers=[1, 1, 1, 1], dim=64, heads=4, ffn=128,
+                                       pool_layers=2, temporal_layers=2, pool_patch=2)}
+_MEDIUM_GLOBAL = {"global_encoder": dict(width=32, layers=[2, 2, 2, 2], size=160, dim=256, num_layers=4,
+                                         heads=8, ffn=512)}
 
 PLANS: dict[str, DemoPlan] = {
     "quick": DemoPlan(
         name="quick", preset="tiny", subjects=3, val_subjects=1, test_subjects=1,
         scans=("LH_Per_L_DtP",), num_frames=24, local_crop=(32, 48),
         local_model=_TINY_LOCAL, global_model=_TINY_GLOBAL,
-        fusion_model=dict(fusion_dim=16, fusion_layers=1, fusion_heads=2, fusion_ffn=16), global_stride=4,
-        clip_length=8, clips_per_scan=2, local_batch=2, local_epochs=(1, 1),
+        fusion_model={"fusion": dict(dim=16, layers=1, heads=2, ffn=16)}, global_stride=4,
+        clip_length=8, clips_per_scan=2, local_batch=2, local_epochs=(1, 1, 1),
         global_subset=8, global_batch=2, global_epochs=1, fusion_max_length=24, fusion_epochs=1,
         lr=1e-3, recon_spacing_mm=0.5,
     ),
@@ -149,8 +149,8 @@ PLANS: dict[str, DemoPlan] = {
         name="cpu", preset="small", subjects=16, val_subjects=1, test_subjects=2,
         scans=("LH_Per_L_DtP", "LH_Par_C_PtD"), num_frames=96, local_crop=(96, 128),
         local_model=_SMALL_LOCAL, global_model=_SMALL_GLOBAL,
-        fusion_model=dict(fusion_dim=64, fusion_layers=2, fusion_heads=4, fusion_ffn=128), global_stride=4,
-        clip_length=16, clips_per_scan=8, local_batch=4, local_epochs=(16, 4),
+        fusion_model={"fusion": dict(dim=64, layers=2, heads=4, ffn=128)}, global_stride=4,
+        clip_length=16, clips_per_scan=8, local_batch=4, local_epochs=(16, 4, 4),
         global_subset=24, global_batch=4, global_epochs=20, fusion_max_length=64, fusion_epochs=10,
         lr=5e-4, recon_spacing_mm=0.25,
     ),
@@ -160,8 +160,8 @@ PLANS: dict[str, DemoPlan] = {
                "RH_Per_S_PtD"),
         num_frames=300, local_crop=(256, 256),
         local_model=_MEDIUM_LOCAL, global_model=_MEDIUM_GLOBAL,
-        fusion_model=dict(fusion_dim=256, fusion_layers=4, fusion_heads=8, fusion_ffn=512), global_stride=8,
-        clip_length=16, clips_per_scan=16, local_batch=16, local_epochs=(30, 10),
+        fusion_model={"fusion": dict(dim=256, layers=4, heads=8, ffn=512)}, global_stride=8,
+        clip_length=16, clips_per_scan=16, local_batch=16, local_epochs=(30, 10, 10),
         global_subset=64, global_batch=8, global_epochs=40, fusion_max_length=300, fusion_epochs=15,
         lr=3e-4, recon_spacing_mm=0.5,
     ),
@@ -237,66 +237,72 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _stage_config(base: str, plan: DemoPlan, *, root: Path, splits: Path, device: str, seed: int,
-                  model: dict[str, Any], updates: dict[str, dict[str, Any]]) -> Any:
-    """A shipped stage config (``local``, ``global``, ``fusion``) resized for the demo."""
-    data = config_to_dict(load_config(base))
-    data["model"] = model
-    data["data"].update(root=str(root), splits=str(splits), local_crop=list(plan.local_crop), num_workers=0,
-                        cache_dir=str(root / ".dualtrack_cache"))
-    data["optim"].update(lr=plan.lr, warmup_epochs=0)
-    # No flip / reverse / random-crop augmentation: a reversed sweep has the same speckle
-    # decorrelation but the opposite elevational motion, and in a few minutes of training the
-    # small models then learn nothing but the mean motion.
-    data["sampling"].update(flip=0.0, reverse=0.0, random_crop=False)
-    data["runtime"].update(seed=seed, device=device, val_every=1, val_max_sweeps=4, log_every=5,
-                           tensorboard=False, progress=plan.name != "quick")
-    for section, values in updates.items():
-        data[section].update(values)
-    return config_from_dict(data)
+def _overrides(settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """``{"section": {"key": value}}`` as ``section.key=value`` overrides (strings as they are,
+    everything else as YAML flow text)."""
+    return [f"{section}.{key}={value if isinstance(value, str) else json.dumps(value)}"
+            for section, values in settings.items() for key, value in values.items()]
+
+
+def _stage_overrides(plan: DemoPlan, runs: Path, device: str, seed: int) -> dict[str, list[str]]:
+    """The demo's sizes of each stage of ``configs/pipeline.yaml``, as training overrides."""
+    common = {
+        "data": dict(local_crop=list(plan.local_crop), num_workers=0, cache_dir=str(runs.parent / "data" /
+                                                                                   ".dualtrack_cache")),
+        "optim": dict(lr=plan.lr, warmup_epochs=0),
+        # No flip / reverse / random-crop augmentation: a reversed sweep has the same speckle
+        # decorrelation but the opposite elevational motion, and in a few minutes of training the
+        # small models then learn nothing but the mean motion.
+        "sampling": dict(flip=0.0, reverse=0.0, random_crop=False, stats_items=64),
+        "runtime": dict(seed=seed, device=device, val_every=1, val_max_sweeps=4, log_every=5,
+                        tensorboard=False, progress=plan.name != "quick"),
+    }
+    cnn, pooling, temporal = plan.local_epochs
+    stages = {
+        "local": {
+            "model": {"name": "local_only", **plan.local_model},
+            "sampling": dict(clip_length=plan.clip_length, clips_per_scan=plan.clips_per_scan,
+                             batch_size=plan.local_batch),
+            "stage": dict(phases=[
+                dict(name="cnn", epochs=cnn, lr=plan.lr, weight_decay=1e-3),
+                dict(name="pooling", epochs=pooling, lr=plan.lr, weight_decay=0.0, freeze=["local_cnn"]),
+                dict(name="temporal", epochs=temporal, lr=plan.lr, weight_decay=0.0, mode="sweep",
+                     batch_size=1, max_length=plan.fusion_max_length, freeze=["local_cnn", "local_pool"]),
+            ]),
+        },
+        "global": {
+            "model": {"name": "global_only", **plan.global_model},
+            "sampling": dict(subset_size=plan.global_subset, batch_size=plan.global_batch,
+                             clips_per_scan=max(1, plan.clips_per_scan // 4)),
+            "optim": dict(epochs=plan.global_epochs),
+        },
+        "fusion": {
+            "model": {"name": "dualtrack", **plan.local_model, **plan.global_model, **plan.fusion_model,
+                      "global_stride": plan.global_stride},
+            "sampling": dict(max_length=plan.fusion_max_length, batch_size=1),
+            "optim": dict(epochs=plan.fusion_epochs),
+            "stage": dict(finetune=False),
+        },
+    }
+    return {name: _overrides(common) + _overrides(settings) for name, settings in stages.items()}
 
 
 def _train_stages(
     plan: DemoPlan, root: Path, splits: Path, runs: Path, device: str, seed: int
 ) -> dict[str, Path]:
-    from dualtrack.training.loop import train
-
-    common = dict(root=root, splits=splits, device=device, seed=seed)
-    dirs = {k: runs / k for k in ("local", "global", "fusion")}
-    cnn, pooling = plan.local_epochs
-    stages = [
-        ("local", _stage_config(
-            "local", plan, model={"name": "local_only", **plan.local_model}, **common,
-            updates={
-                "sampling": dict(clip_length=plan.clip_length, clips_per_scan=plan.clips_per_scan,
-                                 batch_size=plan.local_batch, stats_items=64),
-                "stage": dict(phases=[
-                    dict(name="cnn", epochs=cnn, lr=plan.lr, weight_decay=1e-3),
-                    dict(name="pooling", epochs=pooling, lr=plan.lr, weight_decay=0.0, freeze=["local_cnn"]),
-                ]),
-            })),
-        ("global", _stage_config(
-            "global", plan, model={"name": "global_only", **plan.global_model}, **common,
-            updates={
-                "sampling": dict(subset_size=plan.global_subset, batch_size=plan.global_batch,
-                                 clips_per_scan=max(1, plan.clips_per_scan // 4), stats_items=64),
-                "optim": dict(epochs=plan.global_epochs),
-            })),
-        ("fusion", _stage_config(
-            "fusion", plan, **common,
-            model={"name": "dualtrack", **plan.local_model, **plan.global_model, **plan.fusion_model,
-                   "global_stride": plan.global_stride},
-            updates={
-                "sampling": dict(max_length=plan.fusion_max_length, batch_size=1, stats_items=64),
-                "optim": dict(epochs=plan.fusion_epochs),
-                "stage": dict(local_from=str(dirs["local"]), global_from=str(dirs["global"]), finetune=False),
-            })),
+    """Train ``configs/pipeline.yaml`` (local -> global -> fusion) at the plan's sizes through the
+    one pipeline runner; returns ``{"local", "global", "fusion"}`` run folders."""
+    overrides = _stage_overrides(plan, runs, device, seed)
+    models = [
+        dataclasses.replace(m, stages=[dataclasses.replace(s, overrides=[*s.overrides, *overrides[s.name]])
+                                       for s in m.stages])
+        for m in load_pipeline("pipeline")
     ]
-    for k, (stage, cfg) in enumerate(stages, start=1):
-        log.info("[train %d/3] stage %s: %s", k, stage, cfg.model.name)
-        result = train(cfg, dirs[stage], argv=["dualtrack", "demo"])
-        log.info("stage %s: %d steps, best validation GPE %.3g mm", stage, result.state.step, result.best_gpe)
-    return dirs
+    pipeline = plan_pipeline(models, runs, root, splits)
+    for k, job in enumerate(pipeline.jobs, start=1):
+        log.info("[train %d/%d] stage %s: %s", k, len(pipeline.jobs), job.key, job.config.model.name)
+    jobs = run_pipeline(pipeline, load_splits(splits), argv=["dualtrack", "demo"])
+    return {job.key.split(".", 1)[1]: job.run_dir for job in jobs}
 
 
 def _identity_table(dataset: TusRecDataset, scans: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
@@ -314,17 +320,20 @@ def _identity_table(dataset: TusRecDataset, scans: list[tuple[str, str]]) -> dic
     return table
 
 
-def _evaluate(runs: dict[str, Path], dataset: TusRecDataset, splits: Path, device: str, out: Path
-              ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per-scan errors ``{method: {scan: {metric: value}}}`` on the test split (files in ``out``)."""
+def _evaluate(runs: dict[str, Path], dataset: TusRecDataset, splits: Path, device: str, out: Path,
+              poses: dict[tuple[str, str], np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per-scan errors ``{method: {scan: {metric: value}}}`` on the test split (files in ``out``);
+    ``poses[("local", scan)]`` receives the local-only model's predicted global poses (the figures
+    draw them, so the sweep is not predicted again)."""
     scans = select_scans(dataset, "test", splits)
     tables = {}
     for method, run in (("dualtrack", runs["fusion"]), ("local", runs["local"]), ("global", runs["global"])):
-        bundle = load_bundle(run, device)
-        ev = evaluate_model(bundle.model, dataset, scans, crop=bundle.crop, device=device, tusrec=True)
-        ev.info.update(model=bundle.name, weights=str(bundle.source), split="test", note=DEMO_LABEL)
+        predictor = Predictor.from_run(run, device=device)
+        ev = evaluate_model(predictor, dataset, scans, tusrec=True, keep_poses=method == "local")
+        ev.info.update(model=predictor.model.model_name, weights=predictor.source, split="test", note=DEMO_LABEL)
         write_results(ev, out / method)
         tables[method] = ev.table
+        poses.update({(method, key): g for key, g in ev.poses.items()})
         log.info("%s: mean GPE %.3g mm over %d test scans", METHODS[method], ev.summary["GPE"]["mean"],
                  len(ev.table))
     tables["identity"] = _identity_table(dataset, scans)
@@ -458,7 +467,8 @@ def run_demo(
 
     t = time.perf_counter()
     log.info("[4/6] evaluating on the held-out test subjects %s", splits.test)
-    tables = _evaluate(runs, dataset, splits_path, str(dev), out / "evaluation")
+    kept: dict[tuple[str, str], np.ndarray] = {}
+    tables = _evaluate(runs, dataset, splits_path, str(dev), out / "evaluation", kept)
     table = _table(tables)
     with atomic_write(out / "evaluation" / "table.json") as tmp:
         tmp.write_text(json.dumps({"note": DEMO_LABEL, "table": table}, indent=2) + "\n", encoding="utf-8")
@@ -483,10 +493,7 @@ def run_demo(
             else "tracker ground truth"})
     sequence = write_sequence_metafile(vol_dir / "sweep.seq.mha", sweep.frames, pred.global_, s_mat,
                                        extra_poses={"TrueImage": sweep.global_transforms()})
-    local = load_bundle(runs["local"], dev)
-    poses = {"true": sweep.global_transforms(), "dualtrack": pred.global_,
-             "local": predict_trajectory(local.model, np.asarray(sweep.frames), spacing=sweep.spacing,
-                                         device=dev, crop=local.crop).global_}
+    poses = {"true": sweep.global_transforms(), "dualtrack": pred.global_, "local": kept[("local", key)]}
     timings["predict_reconstruct"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -1,16 +1,19 @@
 """Full-sweep inference: frames of one sweep -> local and global poses in TUS-REC image mm.
 
-:func:`predict_trajectory` runs the *whole* sweep through a registered model in one pass (no sliding
-windows, no averaging of overlapping predictions) while bounding memory:
+:class:`Predictor` is the one inference path: the CLI ``predict`` and ``evaluate``, the global-branch
+check, the TUS-REC ``predict_ddfs`` adapter, the demo, the benchmarks and validation during training
+all call :meth:`Predictor.predict`. It runs the *whole* sweep through a registered model in one pass
+(no sliding windows, no averaging of overlapping predictions), fed as the model's
+:class:`~dualtrack.models.spec.InputSpec` says, while bounding memory:
 
-* The frames go to the device once, as uint8 (4x fewer bytes than float32), and are converted to
-  float ``[0, 1]`` there, chunk by chunk.
-* Models of the DualTrack family (methods ``encode_frames`` / ``forward_encoded`` and the attribute
-  ``temporal_receptive_field = r``) run their per-frame encoder (the local 3D CNN + pooling) on
-  chunks of frames, each extended by ``r`` frames on both sides (the *halo*, clipped at the sweep
-  ends); only the chunk's own frames are kept. Because the encoder's temporal stride is 1 and its
-  padding is zero padding, the result equals the unchunked one up to float round-off. The sequence
-  models (transformers, fusion) then see all ``N`` frames at once.
+* The frames go to the device once, as uint8 (4x fewer bytes than float32), and are divided by
+  ``input_spec.intensity_divisor`` there, chunk by chunk.
+* The model's per-frame part (``model.encode``: the local 3D CNN + pooling for DualTrack, the pair
+  CNN of the baselines) runs on chunks of frames, each extended by ``r = input_spec.halo`` frames on
+  both sides (clipped at the sweep ends); only the chunk's own frames are kept. Because the encoders'
+  temporal stride is 1 and their padding is zero padding, the result equals the unchunked one up to
+  float round-off. The sequence part (``model.decode``: transformers, fusion, RNN) then sees all
+  ``N`` frames at once.
 * Chunk plan (:func:`plan_chunks`, :func:`auto_chunk_size`): by default the whole sweep is encoded
   in one pass when the encoder's estimated activation memory
   (``model.frame_memory_bytes(h, w, itemsize)`` per frame) fits the memory budget (40 % of the
@@ -24,20 +27,20 @@ windows, no averaging of overlapping predictions) while bounding memory:
   the trajectory by well under 2 % of the model's GPE (tested; measured on the demo model in
   docs/models.md). The 3D CNN runs in ``channels_last_3d`` memory format with its BatchNorms
   folded into the convolutions (:mod:`dualtrack.models.resnet`), under ``torch.inference_mode``.
-* Models with a global branch (attribute ``global_stride = s``) get the **uncropped** frames
-  ``0, s, 2s, ...`` as global input (the model resizes them itself).
-* Models trained on sparse frame subsets (attribute ``sparse_inference_frames = m``, i.e.
-  ``global_only``) see the sweep as ``m`` evenly spaced frames, as in training; the motion between
-  two selected frames ``g`` apart is split into ``g`` equal screw-motion steps
+* Models with a global branch (``input_spec.global_stride = s``) get the **uncropped** frames
+  ``0, s, 2s, ...`` as global input (the model resizes them to ``input_spec.global_size``).
+* Models trained on sparse frame subsets (``input_spec.sparse_frames = m``, i.e. ``global_only``)
+  see the sweep as ``m`` evenly spaced frames, as in training; the motion between two selected
+  frames ``g`` apart is split into ``g`` equal screw-motion steps
   (:func:`dualtrack.geometry.interpolate_steps`) to give one local pose per frame.
-* Other models: ``model.predict_sweep(frames (1, N, H, W), index (1, N), chunk_size=...)`` when
-  defined, otherwise one plain ``forward`` over the whole sweep.
+* Pixel spacing: a model that knows its training spacing (``input_spec.pixel_spacing``, recorded by
+  training) refuses frames more than :data:`SPACING_TOLERANCE` off it, unless the predictor was made
+  with ``resample=True``; then the frames are resampled to the model's spacing first.
 
-Local input crop rule (``crop=(h, w)``): a centre crop at full resolution, rows
+Local input crop rule (``input_spec.local_crop = (h, w)``): a centre crop at full resolution, rows
 ``y0 = (H - h) // 2 .. y0 + h``, columns ``x0 = (W - w) // 2 .. x0 + w``; no resizing. When ``H - h``
 and ``W - w`` are even (e.g. 256 x 256 out of 480 x 640) the crop's centre is the frame's centre, so
-the model's centre-origin poses need no correction. ``crop=None`` uses the whole frame. For
-``global_only`` models the frames *are* the global input: leave ``crop=None``.
+the model's centre-origin poses need no correction. ``None`` uses the whole frame.
 
 Outputs (:class:`TrajectoryPrediction`): the model's normalised outputs are denormalised
 (``target_mean``/``target_std``) to 6-DoF ``T_{i-1<-i}`` in centre-origin image mm, converted to
@@ -48,18 +51,25 @@ corner-origin matrices with :func:`dualtrack.geometry.centre_to_corner` (centre 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from dualtrack import geometry
+from dualtrack.data.sweep import Sweep
+from dualtrack.models import InputSpec, TrajectoryModel
+from dualtrack.models.weights import load_bundle
 from dualtrack.utils import autocast, available_memory_bytes, resolve_device, resolve_precision
 
 __all__ = [
+    "Predictor",
+    "SPACING_TOLERANCE",
     "TrajectoryPrediction",
-    "predict_trajectory",
     "centre_crop_box",
     "Chunk",
     "plan_chunks",
@@ -67,7 +77,6 @@ __all__ = [
     "default_chunk_size",
     "recompute_share",
     "memory_budget_bytes",
-    "encode_chunked",
     "sparse_frame_indices",
 ]
 
@@ -106,13 +115,6 @@ def centre_crop_box(shape: tuple[int, int], crop: tuple[int, int] | None) -> tup
     if not (0 < h <= height and 0 < w <= width):
         raise ValueError(f"crop {(h, w)} does not fit in frames of shape {(height, width)}")
     return (height - h) // 2, (width - w) // 2, h, w
-
-
-def _to_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 ``/ 255`` (on the tensor's device); float input is returned as float32."""
-    if frames.dtype == torch.uint8:
-        return frames.float().div_(255.0)
-    return frames.float()
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def auto_chunk_size(num_frames: int, halo: int | None, frame_bytes: int, budget_
 
 
 def default_chunk_size(
-    model: Any,
+    model: TrajectoryModel,
     num_frames: int,
     frame_shape: tuple[int, int],
     device: torch.device,
@@ -190,33 +192,8 @@ def default_chunk_size(
     :func:`auto_chunk_size`; use it with ``balance=True``)."""
     budget = memory_budget_bytes(device) if memory_budget_gb is None else int(memory_budget_gb * 1e9)
     itemsize = 4 if dtype is None else 2
-    return auto_chunk_size(num_frames, model.temporal_receptive_field,
+    return auto_chunk_size(num_frames, model.input_spec.halo,
                            model.frame_memory_bytes(*frame_shape, itemsize), budget)
-
-
-def encode_chunked(
-    model: Any, frames: torch.Tensor, chunk_size: int | None = None, *, balance: bool = False
-) -> torch.Tensor:
-    """Per-frame features ``model.encode_frames`` of a whole sweep, in chunks with a halo.
-
-    Args:
-        model: has ``encode_frames((1, T, H, W)) -> (1, T, D)`` and ``temporal_receptive_field``
-            (``r``, frames each side; ``None`` = the whole sweep in one chunk).
-        frames: ``(N, H, W)`` uint8 or float in ``[0, 1]``, already on the model's device.
-        chunk_size: frames kept per chunk (each encoded with ``r`` extra frames per side); ``None``
-            = the whole sweep in one pass.
-        balance: equal-size chunks (see :func:`plan_chunks`).
-
-    Returns:
-        ``(1, N, D)``, equal to ``model.encode_frames(frames[None])`` up to round-off (eval mode).
-    """
-    n = frames.shape[0]
-    plan = plan_chunks(n, model.temporal_receptive_field, n if chunk_size is None else chunk_size, balance)
-    outs = []
-    for c in plan:
-        feats = model.encode_frames(_to_float(frames[c.lo : c.hi])[None])
-        outs.append(feats[:, c.start - c.lo : c.stop - c.lo])
-    return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
 def sparse_frame_indices(num_frames: int, count: int) -> np.ndarray:
@@ -225,110 +202,221 @@ def sparse_frame_indices(num_frames: int, count: int) -> np.ndarray:
     return idx
 
 
-def _frames_and_spacing(sweep_or_frames: Any, spacing: tuple[float, float] | None) -> tuple[Any, tuple]:
-    if hasattr(sweep_or_frames, "frames") and hasattr(sweep_or_frames, "spacing"):
-        return sweep_or_frames.frames, tuple(spacing or sweep_or_frames.spacing)
-    if spacing is None:
-        raise ValueError(
-            "predict_trajectory: pass spacing=(sx, sy) in mm per pixel with a raw frame array "
-            "(a Sweep carries its own calibration)"
-        )
-    return sweep_or_frames, tuple(spacing)
+SPACING_TOLERANCE = 0.02
+"""Largest relative difference between a sweep's pixel spacing and the model's training spacing
+that :class:`Predictor` accepts without resampling."""
+
+GlobalReplacer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``replace(global_frames (1, Tg, H, W) float, global_index (1, Tg)) -> (1, Tg, H, W)``."""
 
 
-def predict_trajectory(
-    model: torch.nn.Module,
-    sweep_or_frames: Any,
-    *,
-    spacing: tuple[float, float] | None = None,
-    device: str | torch.device | None = None,
-    chunk_size: int | None = None,
-    crop: tuple[int, int] | None | str = "model",
-    precision: str = "auto",
-    memory_budget_gb: float | None = None,
-) -> TrajectoryPrediction:
-    """Predict the trajectory of a whole sweep (see the module docstring for the method).
+class Predictor:
+    """The one way to run a trained model on a sweep (after nnU-Net's ``nnUNetPredictor``).
+
+    Every caller (``dualtrack predict``, ``evaluate``, the global-branch check, the TUS-REC
+    ``predict_ddfs`` adapter, the demo, the benchmarks, validation during training) builds one and
+    calls :meth:`predict`. The model's :class:`~dualtrack.models.spec.InputSpec` decides the input:
+    the local crop, the global branch's frames, the sparse frame count, the chunk halo and the pixel
+    spacing it was trained at; nothing is passed around beside it.
+
+    Build it with :meth:`from_model` (a model in memory), :meth:`from_run` (a training run folder),
+    :meth:`from_export` (``dualtrack export`` output) or :meth:`from_path` (any of these).
 
     Args:
-        model: a registered :class:`~dualtrack.models.registry.TrajectoryModel`; it is moved to
-            ``device`` and run in eval mode (its previous train/eval mode is restored afterwards).
-        sweep_or_frames: a :class:`~dualtrack.data.sweep.Sweep`, or frames ``(N, H, W)`` (numpy or
-            torch; uint8, or float in ``[0, 1]``) together with ``spacing``.
-        spacing: ``(sx, sy)`` mm per pixel (overrides the sweep's own when given).
-        device: e.g. ``"cuda"``; default (``None`` or ``"auto"``): CUDA when available, else CPU.
-        chunk_size: frames per chunk of the local CNN; ``None`` (default) = the automatic plan
-            (see the module docstring: one pass when it fits, re-encoded halo frames < 10 %).
-        crop: centre crop ``(h, w)`` of the local input at full resolution, ``None`` for the whole
-            frame, or ``"model"`` (default): the crop the model was trained with
-            (``model.input_crop``, set by :func:`dualtrack.training.load_model`; ``None`` when unset).
+        model: a registered :class:`~dualtrack.models.registry.TrajectoryModel`; moved to
+            ``device``, run in eval mode (its train/eval mode is restored after each call).
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ...
         precision: ``"auto"`` (default), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA); see the module
             docstring.
-        memory_budget_gb: memory the automatic chunk plan may fill (default: see
+        chunk_size: frames per chunk of the per-frame encoder; ``None`` = the automatic plan.
+        memory_budget_gb: memory the automatic chunk plan may fill (default:
             :func:`memory_budget_bytes`).
-
-    Returns:
-        :class:`TrajectoryPrediction` with ``local (N-1, 4, 4)``, ``global_ (N, 4, 4)``,
-        ``params (N-1, 6)``.
+        resample: frames whose pixel spacing differs from the model's training spacing by more than
+            :data:`SPACING_TOLERANCE` are resampled to it (bilinear, antialiased) instead of refused.
+        source: where the weights came from (for messages).
     """
-    frames, spacing = _frames_and_spacing(sweep_or_frames, spacing)
-    if not isinstance(frames, torch.Tensor):
-        frames = torch.from_numpy(np.ascontiguousarray(np.asarray(frames)))
-    if frames.ndim != 3 or frames.shape[0] < 2:
-        raise ValueError(f"predict_trajectory: need frames (N >= 2, H, W), got {tuple(frames.shape)}")
-    n, height, width = frames.shape
-    device = resolve_device(device)
-    dtype = resolve_precision(precision, device)
-    if crop == "model":
-        crop = getattr(model, "input_crop", None)
-    elif isinstance(crop, str):
-        raise ValueError(f"predict_trajectory: crop must be (h, w), None or 'model', got {crop!r}")
-    y0, x0, h, w = centre_crop_box((height, width), crop)
 
-    raw = frames.to(device)  # uint8 stays uint8 until here
-    sparse = getattr(model, "sparse_inference_frames", None)
-    selected = sparse_frame_indices(n, sparse) if sparse else np.arange(n)
-    if sparse:
-        raw = raw[torch.from_numpy(selected).to(device)]
-    local = raw[:, y0 : y0 + h, x0 : x0 + w]
-    index = torch.from_numpy(selected).to(device)[None]
-    was_training = model.training
-    model.to(device).eval()
-    try:
-        with torch.inference_mode(), autocast(device, dtype):
-            if hasattr(model, "encode_frames") and hasattr(model, "forward_encoded"):
-                size = chunk_size
+    def __init__(
+        self,
+        model: TrajectoryModel,
+        *,
+        device: str | torch.device | None = "auto",
+        precision: str = "auto",
+        chunk_size: int | None = None,
+        memory_budget_gb: float | None = None,
+        resample: bool = False,
+        source: str | None = None,
+    ) -> None:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.model = model
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.precision = precision
+        self.chunk_size = chunk_size
+        self.memory_budget_gb = memory_budget_gb
+        self.resample = resample
+        self.source = source or model.model_name
+
+    @classmethod
+    def from_model(cls, model: TrajectoryModel, **options: Any) -> Predictor:
+        """A predictor for a model in memory (options as in the constructor)."""
+        return cls(model, **options)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, **options: Any) -> Predictor:
+        """A predictor for a run folder, checkpoint file or export folder (strict loading, the
+        saved input spec restored; see :func:`dualtrack.models.weights.load_bundle`)."""
+        bundle = load_bundle(path)
+        return cls(bundle.model, source=str(bundle.source), **options)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, **options: Any) -> Predictor:
+        """A predictor for a training run folder (``best.pt``, else ``last.pt``)."""
+        if not Path(run_dir).is_dir():
+            raise FileNotFoundError(f"run folder not found: {run_dir}")
+        return cls.from_path(run_dir, **options)
+
+    @classmethod
+    def from_export(cls, folder: str | os.PathLike, **options: Any) -> Predictor:
+        """A predictor for a ``dualtrack export`` folder (``model.safetensors`` + ``config.json``)."""
+        if not (Path(folder) / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{folder}: not an export folder (no model.safetensors)")
+        return cls.from_path(folder, **options)
+
+    @property
+    def spec(self) -> InputSpec:
+        """The model's input spec."""
+        return self.model.input_spec
+
+    def _check_spacing(self, frames: torch.Tensor, spacing: tuple[float, float], where: str):
+        trained = self.spec.pixel_spacing
+        if trained is None:
+            return frames, spacing
+        off = max(abs(s / t - 1.0) for s, t in zip(spacing, trained, strict=True))
+        if off <= SPACING_TOLERANCE:
+            return frames, spacing
+        if not self.resample:
+            raise ValueError(
+                f"{where}: pixel spacing {tuple(round(s, 4) for s in spacing)} mm differs from the "
+                f"{tuple(round(t, 4) for t in trained)} mm that {self.source} was trained at by "
+                f"{100 * off:.0f} % (more than {100 * SPACING_TOLERANCE:.0f} %); resample the frames "
+                "(resample=True, dualtrack predict --resample) or use a model trained at this spacing"
+            )
+        n, height, width = frames.shape
+        new_h = max(2, round(height * spacing[1] / trained[1]))
+        new_w = max(2, round(width * spacing[0] / trained[0]))
+        log.info("%s: resampling frames %dx%d -> %dx%d to the model's pixel spacing", where, height, width,
+                 new_h, new_w)
+        out = torch.empty((n, new_h, new_w), dtype=torch.uint8, device=frames.device)
+        for a in range(0, n, 64):
+            x = frames[a : a + 64, None].float()
+            y = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True,
+                                                align_corners=False)
+            out[a : a + 64] = y[:, 0].round_().clamp_(0, 255).to(torch.uint8)
+        return out, (spacing[0] * width / new_w, spacing[1] * height / new_h)
+
+    def predict(
+        self,
+        sweep_or_frames: Sweep | np.ndarray | torch.Tensor,
+        *,
+        spacing: tuple[float, float] | None = None,
+        replace_global: GlobalReplacer | None = None,
+    ) -> TrajectoryPrediction:
+        """Predict the trajectory of a whole sweep (see the module docstring for the method).
+
+        Args:
+            sweep_or_frames: a :class:`~dualtrack.data.sweep.Sweep`, or uint8 frames ``(N, H, W)``
+                (numpy or torch) together with ``spacing``.
+            spacing: ``(sx, sy)`` mm per pixel (overrides the sweep's own when given).
+            replace_global: optional hook that rewrites the global branch's input (the
+                global-branch check); the shape must stay the same.
+
+        Returns:
+            :class:`TrajectoryPrediction` with ``local (N-1, 4, 4)``, ``global_ (N, 4, 4)``,
+            ``params (N-1, 6)``.
+
+        Raises:
+            ValueError: frames that are not uint8 ``(N, H, W)``, fewer frames than the model needs,
+                a crop that does not fit, or a pixel spacing the model was not trained at.
+        """
+        if isinstance(sweep_or_frames, Sweep):
+            where = sweep_or_frames.key
+            frames, spacing = sweep_or_frames.frames, tuple(spacing or sweep_or_frames.spacing)
+        else:
+            where = "frames"
+            frames = sweep_or_frames
+            if spacing is None:
+                raise ValueError("Predictor.predict: pass spacing=(sx, sy) in mm per pixel with a raw frame "
+                                 "array (a Sweep carries its own calibration)")
+        if not isinstance(frames, torch.Tensor):
+            frames = torch.from_numpy(np.ascontiguousarray(np.asarray(frames)))
+        spec, model = self.spec, self.model
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"{where}: frames must be uint8 B-mode images, got {frames.dtype}")
+        if frames.ndim != 3 or frames.shape[0] < spec.min_frames:
+            raise ValueError(
+                f"{where}: {model.model_name} needs frames (N >= {spec.min_frames}, H, W), got {tuple(frames.shape)}"
+            )
+        if replace_global is not None and not spec.has_global_branch:
+            raise ValueError(f"{self.source}: model {model.model_name!r} has no separate global branch")
+        frames, spacing = self._check_spacing(frames, (float(spacing[0]), float(spacing[1])), where)
+        n, height, width = frames.shape
+        y0, x0, h, w = centre_crop_box((height, width), spec.local_crop)
+
+        device = self.device
+        raw = frames.to(device)  # uint8 stays uint8 until here
+        selected = sparse_frame_indices(n, spec.sparse_frames) if spec.sparse_frames else np.arange(n)
+        if spec.sparse_frames:
+            raw = raw[torch.from_numpy(selected).to(device)]
+        local = raw[:, y0 : y0 + h, x0 : x0 + w]
+        index = torch.from_numpy(selected).to(device)[None]
+        was_training = model.training
+        model.to(device).eval()
+        try:
+            with torch.inference_mode(), autocast(device, self.dtype):
+                size = self.chunk_size
                 if size is None:
-                    size = default_chunk_size(model, len(selected), (h, w), device, dtype, memory_budget_gb)
-                feats = encode_chunked(model, local, size, balance=chunk_size is None)
+                    size = default_chunk_size(model, len(selected), (h, w), device, self.dtype, self.memory_budget_gb)
+                features = self._encode(local, size, balance=self.chunk_size is None)
                 extra = {}
-                stride = getattr(model, "global_stride", None)
-                if stride:
-                    extra = {
-                        "global_frames": _to_float(raw[::stride])[None],
-                        "global_index": index[:, ::stride],
-                    }
-                out = model.forward_encoded(feats, index=index, **extra)
-            elif hasattr(model, "predict_sweep"):
-                out = model.predict_sweep(_to_float(local)[None], index, chunk_size=chunk_size or 256)
-            else:
-                out = model(_to_float(local)[None], index=index)
-            params = model.denormalise(out.float())[0]
-    finally:
-        model.train(was_training)
-    if tuple(params.shape) != (len(selected) - 1, 6):
-        raise RuntimeError(
-            f"model returned {tuple(params.shape)} poses for {len(selected)} frames, "
-            f"expected {(len(selected) - 1, 6)}"
-        )
-    params_np = params.double().cpu().numpy()
-    centre = geometry.image_centre_mm(spacing, (height, width))
-    local_poses = geometry.centre_to_corner(geometry.params_to_matrix(params_np), centre)
-    if sparse:
-        gaps = np.diff(selected)
-        local_poses = np.concatenate(
-            [geometry.interpolate_steps(m, int(g)) for m, g in zip(local_poses, gaps, strict=True)]
-        )
-        params_np = geometry.matrix_to_params(geometry.corner_to_centre(local_poses, centre))
-    return TrajectoryPrediction(
-        local=local_poses, global_=geometry.chain_local(local_poses), params=params_np
-    )
+                if spec.has_global_branch:
+                    s = spec.global_stride
+                    gframes, gindex = model.to_input(raw[::s])[None], index[:, ::s]
+                    if replace_global is not None:
+                        new = replace_global(gframes, gindex)
+                        if new.shape != gframes.shape:
+                            raise RuntimeError(f"global input replacement changed the shape "
+                                               f"{tuple(gframes.shape)} -> {tuple(new.shape)}")
+                        gframes = new.to(gframes)
+                    extra = {"global_frames": gframes, "global_index": gindex}
+                out = model.decode(features, index=index, **extra)
+                params = model.denormalise(out.float())[0]
+        finally:
+            model.train(was_training)
+        if tuple(params.shape) != (len(selected) - 1, 6):
+            raise RuntimeError(
+                f"model returned {tuple(params.shape)} poses for {len(selected)} frames, "
+                f"expected {(len(selected) - 1, 6)}"
+            )
+        params_np = params.double().cpu().numpy()
+        centre = geometry.image_centre_mm(spacing, (height, width))
+        local_poses = geometry.centre_to_corner(geometry.params_to_matrix(params_np), centre)
+        if spec.sparse_frames:
+            gaps = np.diff(selected)
+            local_poses = np.concatenate(
+                [geometry.interpolate_steps(m, int(g)) for m, g in zip(local_poses, gaps, strict=True)]
+            )
+            params_np = geometry.matrix_to_params(geometry.corner_to_centre(local_poses, centre))
+        return TrajectoryPrediction(local=local_poses, global_=geometry.chain_local(local_poses), params=params_np)
+
+    def _encode(self, frames: torch.Tensor, chunk_size: int, *, balance: bool) -> torch.Tensor:
+        """``model.encode`` of a whole sweep ``(N, H, W)`` (on the device) in chunks with the spec's
+        halo: ``(1, N, D)``, equal to the unchunked result up to round-off (eval mode)."""
+        model = self.model
+        n = frames.shape[0]
+        outs = []
+        for c in plan_chunks(n, model.input_spec.halo, chunk_size, balance):
+            feats = model.encode(model.to_input(frames[c.lo : c.hi])[None])
+            outs.append(feats[:, c.start - c.lo : c.stop - c.lo])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 1)

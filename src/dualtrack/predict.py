@@ -1,7 +1,7 @@
 """Predict the probe trajectory of one sweep with trained weights (``dualtrack predict``).
 
 :func:`predict_file` reads one scan, runs the whole sweep through a trained model
-(:func:`dualtrack.inference.predict_trajectory`) and writes into a fresh output folder:
+(:class:`dualtrack.inference.Predictor`) and writes into a fresh output folder:
 
 * ``trajectory.h5`` and ``trajectory.csv`` (:func:`dualtrack.reconstruction.write_trajectory`):
   ``global[i] = T_{0<-i}`` ``(N, 4, 4)`` with ``global[0] = I`` and ``local[i-1] = T_{i-1<-i}``
@@ -16,18 +16,8 @@
   LLE when the dataset's landmark file has the scan), the errors of the identity prediction and
   the TUS-REC 2025 normalised scores.
 
-Scans accepted (:func:`load_scan`):
-
-* a TUS-REC ``.h5`` from either layout (``frames`` + ``tforms`` in one file, or
-  ``frames/<sid>/<scan>.h5`` with its ``transfs/`` twin); the calibration is ``calib``, else the
-  ``calib_matrix.csv`` next to or up to three folders above the file;
-* a folder of frames, one image per frame in natural name order (``frame_2`` before
-  ``frame_10``): ``.png`` (read with :func:`matplotlib.image.imread`, colour averaged to grey) or
-  ``.npy`` ``(H, W)`` arrays, or a folder with one ``.npy`` stack ``(N, H, W)``, or such a
-  ``.npy`` file itself. These need ``spacing`` (or a ``calib`` CSV) and have no ground truth.
-
-``spacing = (sx, sy)`` (mm per pixel along columns and rows) replaces the calibration's pixel
-scaling when both are given (a warning is logged when they differ).
+Scans accepted: see :func:`dualtrack.data.scan.load_scan` (a TUS-REC ``.h5`` of either layout, a
+frame folder or a ``.npy`` stack).
 """
 
 from __future__ import annotations
@@ -36,7 +26,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,32 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from dualtrack.data import Calibration, Sweep, read_calibration
-from dualtrack.evaluation.metrics import identity_errors, normalised_score, paper_metrics, tusrec_metrics
-from dualtrack.inference import predict_trajectory
+from dualtrack.data.scan import load_scan
+from dualtrack.inference import Predictor
+from dualtrack.metrics import identity_errors, normalised_score, paper_metrics, tusrec_metrics
 from dualtrack.reconstruction.export import write_trajectory
-from dualtrack.reconstruction.pipeline import find_calibration, open_scan_file
-from dualtrack.training.export import load_bundle
-from dualtrack.utils import DEFAULT_DEVICE, atomic_dir, check_output_dir, resolve_device
+from dualtrack.utils import DEFAULT_DEVICE, atomic_dir, check_output_dir
 
-__all__ = [
-    "PredictResult",
-    "OUTPUT_FILES",
-    "load_frames",
-    "load_scan",
-    "min_frames",
-    "sweep_metrics",
-    "predict_file",
-]
+__all__ = ["PredictResult", "OUTPUT_FILES", "sweep_metrics", "predict_file"]
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("trajectory.h5", "trajectory.csv", "metrics.json")
 """Files :func:`predict_file` may write into its output folder."""
-
-H5_SUFFIXES = (".h5", ".hdf5")
-FRAME_SUFFIXES = (".png", ".npy")
-
 
 @dataclass
 class PredictResult:
@@ -102,181 +77,6 @@ class PredictResult:
     files: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     seconds: float = 0.0
-
-
-# ------------------------------------------------------------------------------------ reading
-
-
-def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
-
-
-def _to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
-    """One frame as ``(H, W)`` uint8: floats are taken as ``[0, 1]``, colour is averaged."""
-    img = np.asarray(img)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        img = img[..., :3].astype(np.float64).mean(-1)
-    if img.ndim != 2:
-        raise ValueError(f"{path}: a frame must be a 2-D grey image (H, W), got shape {img.shape}")
-    if img.dtype == np.uint8:
-        return img
-    if np.issubdtype(img.dtype, np.floating):
-        if not np.all(np.isfinite(img)) or img.min() < 0 or img.max() > 1:
-            raise ValueError(f"{path}: float frames must lie in [0, 1] (value = intensity / 255)")
-        return np.rint(img * 255.0).astype(np.uint8)
-    if np.issubdtype(img.dtype, np.integer) and img.min() >= 0 and img.max() <= 255:
-        return img.astype(np.uint8)
-    raise ValueError(f"{path}: frames must be uint8 (0..255) or float in [0, 1], got {img.dtype}")
-
-
-def load_frames(path: str | os.PathLike) -> np.ndarray:
-    """Frames of a folder of images or of a ``.npy`` stack (see the module docstring).
-
-    Args:
-        path: a folder of ``.png`` or ``.npy`` frames (all the same size), a folder holding one
-            ``(N, H, W)`` ``.npy`` stack, or a ``.npy`` stack file.
-
-    Returns:
-        ``(N, H, W)`` uint8.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist or holds no frames.
-        ValueError: mixed or unreadable files, frames of different sizes, bad value ranges.
-    """
-    path = Path(path)
-    if path.is_file():
-        if path.suffix.lower() != ".npy":
-            raise ValueError(f"{path}: expected a TUS-REC .h5 scan, a .npy frame stack or a folder of frames")
-        stack = _load_npy(path)
-        if stack.ndim != 3:
-            raise ValueError(f"{path}: a .npy stack must have shape (N, H, W), got {stack.shape}")
-        return np.stack([_to_uint8(f, path) for f in stack]) if stack.dtype != np.uint8 else stack
-    if not path.is_dir():
-        raise FileNotFoundError(f"scan not found: {path}")
-    files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
-                   key=_natural_key)
-    kinds = {p.suffix.lower() for p in files}
-    if not files:
-        raise FileNotFoundError(f"{path}: no frames found (expected *.png or *.npy files, one per frame)")
-    if len(kinds) > 1:
-        raise ValueError(f"{path}: holds both .png and .npy files; keep one kind of frame per folder")
-    if kinds == {".npy"} and len(files) == 1:
-        first = _load_npy(files[0])
-        if first.ndim == 3:
-            return load_frames(files[0])
-    frames = [_read_frame(p) for p in files]
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        sizes = ", ".join(f"{p.name}: {f.shape}" for p, f in list(zip(files, frames, strict=True))[:4])
-        raise ValueError(f"{path}: frames differ in size ({sizes}, ...)")
-    return np.stack(frames)
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read as a .npy array ({exc})") from None
-
-
-def _read_frame(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".npy":
-        return _to_uint8(_load_npy(path), path)
-    from matplotlib import image as mpimg
-
-    try:
-        img = mpimg.imread(path)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"{path}: cannot read as a PNG image ({exc})") from None
-    return _to_uint8(img, path)
-
-
-def _check_spacing(spacing: tuple[float, float]) -> tuple[float, float]:
-    sx, sy = (float(s) for s in spacing)
-    if not (sx > 0 and sy > 0 and math.isfinite(sx) and math.isfinite(sy)):
-        raise ValueError(f"spacing must be two positive numbers (mm per pixel), got {spacing}")
-    return sx, sy
-
-
-def _with_spacing(calib: Calibration, spacing: tuple[float, float], source: str) -> Calibration:
-    sx, sy = _check_spacing(spacing)
-    if not np.allclose(calib.spacing, (sx, sy), rtol=1e-6):
-        log.warning("using pixel spacing (%g, %g) mm instead of %s from %s", sx, sy, calib.spacing, source)
-    scale = calib.scale.copy()
-    scale[0, 0], scale[1, 1] = sx, sy
-    return Calibration(scale=scale, image_to_tool=calib.image_to_tool)
-
-
-def _calibration(calib_file: Path | None, spacing: tuple[float, float] | None) -> Calibration | None:
-    """The calibration read from ``calib_file`` (its pixel spacing replaced by ``spacing`` when
-    given), else one from ``spacing`` alone; None when neither is given."""
-    if calib_file is not None:
-        calibration = read_calibration(calib_file)
-        return _with_spacing(calibration, spacing, str(calib_file)) if spacing is not None else calibration
-    return _spacing_calibration(spacing) if spacing is not None else None
-
-
-def load_scan(
-    scan: str | os.PathLike,
-    *,
-    calib: str | os.PathLike | None = None,
-    spacing: tuple[float, float] | None = None,
-) -> tuple[Sweep, bool]:
-    """Open one scan for prediction (see the module docstring for what is accepted).
-
-    Args:
-        scan: TUS-REC ``.h5`` file, frame folder or ``.npy`` stack.
-        calib: ``calib_matrix.csv`` (default for ``.h5`` scans: found next to or above the file).
-        spacing: ``(sx, sy)`` mm per pixel; required when there is no calibration.
-
-    Returns:
-        ``(sweep, has_ground_truth)``: the :class:`Sweep` (frames lazy for ``.h5`` files) and
-        whether its tracker transforms can be turned into true poses (tforms and a calibration
-        file with the image-to-tool matrix ``C`` are both present).
-
-    Raises:
-        FileNotFoundError: missing scan or calibration.
-        ValueError / KeyError / OSError: unreadable input or inconsistent shapes (e.g. a
-            ``tforms`` count that differs from the frame count), naming the file.
-    """
-    scan = Path(scan)
-    if not scan.exists():
-        raise FileNotFoundError(f"scan not found: {scan}")
-    calib_file = Path(calib) if calib is not None else None
-    if calib_file is not None and not calib_file.is_file():
-        raise FileNotFoundError(f"calibration file not found: {calib_file}")
-    if scan.is_file() and scan.suffix.lower() in H5_SUFFIXES:
-        calib_file = calib_file or find_calibration(scan)
-        calibration = _calibration(calib_file, spacing)
-        if calibration is None:
-            raise FileNotFoundError(
-                f"no calib_matrix.csv found next to or above {scan}; pass --calib CSV or --spacing SX SY"
-            )
-        sweep = open_scan_file(scan, calibration)
-        has_gt = sweep.tforms is not None and calib_file is not None
-        if sweep.tforms is not None and calib_file is None:
-            log.warning("%s has tracker transforms but no calibration file: no metrics without C", scan)
-        return sweep, has_gt
-    frames = load_frames(scan)
-    calibration = _calibration(calib_file, spacing)
-    if calibration is None:
-        raise ValueError(f"{scan}: frames without a calibration need --spacing SX SY (mm per pixel)")
-    name = scan.stem if scan.is_file() else scan.name
-    return Sweep.from_arrays(frames, None, calibration, subject="000", name=name or "sweep"), False
-
-
-def _spacing_calibration(spacing: tuple[float, float]) -> Calibration:
-    """Pixel scaling ``S = diag(sx, sy, 1, 1)`` and an identity image-to-tool ``C`` (unknown)."""
-    sx, sy = _check_spacing(spacing)
-    return Calibration(scale=np.diag([sx, sy, 1.0, 1.0]), image_to_tool=np.eye(4))
-
-
-# ------------------------------------------------------------------------------------ model
-
-
-def min_frames(model: Any) -> int:
-    """Shortest sweep a model can predict: 2, or its clip length for window models (DCL-Net)."""
-    return max(2, int(getattr(model, "clip_length", 2) or 2))
 
 
 # ------------------------------------------------------------------------------------ outputs
@@ -335,11 +135,12 @@ def predict_file(
     chunk_size: int | None = None,
     tusrec_metrics: bool = False,
     precision: str = "auto",
+    resample: bool = False,
 ) -> PredictResult:
     """Predict one scan's trajectory and write it (see the module docstring for the files).
 
     Args:
-        scan: TUS-REC ``.h5``, frame folder or ``.npy`` stack (:func:`load_scan`).
+        scan: TUS-REC ``.h5``, frame folder or ``.npy`` stack (:func:`dualtrack.data.scan.load_scan`).
         weights: run directory, ``.pt`` checkpoint or exported folder
             (``model.safetensors`` + ``config.json``).
         out_dir: output folder; must be new or empty unless ``overwrite``.
@@ -348,9 +149,11 @@ def predict_file(
         calib: ``calib_matrix.csv``.
         overwrite: replace the outputs of an earlier run in ``out_dir``.
         chunk_size: frames per chunk of the local CNN (``None`` = the automatic plan of
-            :func:`dualtrack.inference.predict_trajectory`; same result up to round-off).
+            :class:`dualtrack.inference.Predictor`; same result up to round-off).
         tusrec_metrics: also compute the official all-pixel TUS-REC metrics (slower).
         precision: ``auto`` (bf16 where the hardware has it), ``fp32``, ``bf16`` or ``fp16`` (CUDA).
+        resample: resample frames of another pixel spacing than the model's training spacing
+            (otherwise they are refused).
 
     Returns:
         :class:`PredictResult`.
@@ -365,25 +168,19 @@ def predict_file(
     # Check everything that can fail before the output folder is touched.
     out = check_output_dir(out_dir, overwrite)
     sweep, has_gt = load_scan(scan, calib=calib, spacing=spacing)
-    dev = resolve_device(device)
-    bundle = load_bundle(weights, dev)
-    need = min_frames(bundle.model)
-    if sweep.num_frames < need:
-        raise ValueError(
-            f"{scan}: the sweep has {sweep.num_frames} frame(s); model {bundle.name!r} needs at least {need}"
-        )
-    crop = bundle.crop
+    predictor = Predictor.from_path(weights, device=device, chunk_size=chunk_size, precision=precision,
+                                    resample=resample)
+    model = predictor.model
+    crop = predictor.spec.local_crop
     if crop is not None and (crop[0] > sweep.shape[0] or crop[1] > sweep.shape[1]):
         raise ValueError(
             f"{scan}: frames of {sweep.shape[0]}x{sweep.shape[1]} pixels are smaller than the "
-            f"{crop[0]}x{crop[1]} input crop of model {bundle.name!r} ({bundle.source})"
+            f"{crop[0]}x{crop[1]} input crop of model {model.model_name!r} ({predictor.source})"
         )
     log.info("predicting %s (%d frames %dx%d) with %s from %s",
-             scan, sweep.num_frames, *sweep.shape, bundle.name, bundle.source)
-    frames = np.asarray(sweep.frames)
+             scan, sweep.num_frames, *sweep.shape, model.model_name, predictor.source)
     t0 = time.perf_counter()
-    pred = predict_trajectory(bundle.model, frames, spacing=sweep.spacing, device=dev,
-                              chunk_size=chunk_size, crop=crop, precision=precision)
+    pred = predictor.predict(sweep)
     seconds = time.perf_counter() - t0
     log.info("predicted %d poses in %.2f s", sweep.num_frames, seconds)
 
@@ -391,19 +188,19 @@ def predict_file(
         "spacing": np.asarray(sweep.spacing, dtype=np.float64),
         "shape": np.asarray(sweep.shape, dtype=np.int64),
         "scan": str(scan),
-        "model": bundle.name,
-        "weights": str(bundle.source),
+        "model": model.model_name,
+        "weights": predictor.source,
     }
     metrics = None
     if has_gt:
         errors = sweep_metrics(
             sweep.global_transforms(), pred.global_, sweep.shape, sweep.calibration.scale,
-            landmarks=sweep.landmarks, tusrec=tusrec_metrics, device=str(dev),
+            landmarks=sweep.landmarks, tusrec=tusrec_metrics, device=str(predictor.device),
         )
         metrics = _finite_or_none({
             "scan": str(scan),
-            "model": bundle.name,
-            "weights": str(bundle.source),
+            "model": model.model_name,
+            "weights": predictor.source,
             "num_frames": sweep.num_frames,
             "units": "mm (FDR in %, normalised scores unitless)",
             **errors,
@@ -418,7 +215,7 @@ def predict_file(
     if metrics is not None:
         files["metrics_json"] = out / "metrics.json"
     return PredictResult(
-        out_dir=out, scan=scan, weights=Path(bundle.source), model_name=bundle.name,
+        out_dir=out, scan=scan, weights=Path(predictor.source), model_name=model.model_name,
         num_frames=sweep.num_frames, shape=sweep.shape, spacing=tuple(sweep.spacing),
         local=pred.local, global_=pred.global_, files=files, metrics=metrics, seconds=seconds,
     )

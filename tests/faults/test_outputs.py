@@ -86,7 +86,7 @@ def test_a_failed_export_keeps_both_old_files(run, tmp_path, monkeypatch, capsys
     out = tmp_path / "export"
     assert main(["export", str(run), "-o", str(out)]) == 0
     before = _digest(out)
-    import dualtrack.training.export as export
+    import dualtrack.models.weights as export
 
     def failing_save(state, path, metadata=None):
         Path(path).write_bytes(b"partial")

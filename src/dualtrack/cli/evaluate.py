@@ -24,9 +24,9 @@ from dualtrack.evaluation.evaluate import (
     select_scans,
     write_results,
 )
+from dualtrack.inference import Predictor
 from dualtrack.training.config import load_config
-from dualtrack.training.export import load_bundle
-from dualtrack.utils import UsageError, atomic_write, check_output_dir, resolve_device
+from dualtrack.utils import UsageError, atomic_write, check_output_dir
 
 DESCRIPTION = """\
 Evaluate a trained model (run directory, checkpoint or exported folder) on whole sweeps.
@@ -114,31 +114,22 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         split = "all" if splits is None else ("test" if load_splits(splits).test else "val")
     out = Path(args.output) if args.output else (run_dir or src.parent) / f"eval-{split}"
     check_output_dir(out, args.overwrite)  # before the (long) evaluation
-    device = resolve_device(args.device)
-    bundle = load_bundle(src, device)
+    predictor = Predictor.from_path(src, device=args.device, chunk_size=args.chunk_size,
+                                    precision=args.precision)
     dataset = TusRecDataset(data)
     preflight(data)
     scans = select_scans(dataset, split, splits)
-    evaluation = evaluate_model(
-        bundle.model,
-        dataset,
-        scans,
-        crop=bundle.crop,
-        device=device,
-        chunk_size=args.chunk_size,
-        precision=args.precision,
-        tusrec=args.tusrec_metrics,
-        progress=True,
-    )
+    evaluation = evaluate_model(predictor, dataset, scans, tusrec=args.tusrec_metrics, progress=True)
+    name = predictor.model.model_name
     evaluation.info.update(
-        model=bundle.name,
-        weights=str(bundle.source),
+        model=name,
+        weights=predictor.source,
         split=split,
         splits=None if splits is None else str(splits),
     )
     csv_path, json_path = write_results(evaluation, out, overwrite=args.overwrite)
     summary = evaluation.summary
-    print(f"{bundle.name} on {len(evaluation.table)} scans ({split}) of {data}")
+    print(f"{name} on {len(evaluation.table)} scans ({split}) of {data}")
     keys = [
         k
         for k in (*PAPER_METRICS, "tusrec_GPE", "tusrec_GLE", "tusrec_LPE", "tusrec_LLE", "final_score")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dualtrack.training.export import export_model
+from dualtrack.models.weights import export_model
 
 DESCRIPTION = """\
 Export the weights of a run directory (best.pt, else last.pt) or of a checkpoint file as

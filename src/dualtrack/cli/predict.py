@@ -53,6 +53,9 @@ def register(sub) -> None:
     p.add_argument("--tusrec-metrics", action="store_true",
                    help="also compute the official all-pixel TUS-REC metrics (slower)")
     add_precision_argument(p)
+    p.add_argument("--resample", action="store_true",
+                   help="resample frames whose pixel spacing differs from the model's training spacing "
+                   "(by more than 2 %%) to it; without it such frames are refused")
     p.set_defaults(func=run)
 
 
@@ -64,7 +67,7 @@ def run(args) -> int:
         args.scan, args.weights, args.output, device=args.device,
         spacing=tuple(args.spacing) if args.spacing else None, calib=args.calib,
         overwrite=args.overwrite, chunk_size=args.chunk_size, tusrec_metrics=args.tusrec_metrics,
-        precision=args.precision,
+        precision=args.precision, resample=args.resample,
     )
     h, w = res.shape
     print(f"{res.scan}: {res.num_frames} frames {h}x{w}, model {res.model_name} ({res.weights})")

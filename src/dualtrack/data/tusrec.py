@@ -34,6 +34,8 @@ from dualtrack.utils import atomic_write
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "open_scan_file",
+    "find_calibration",
     "ScanInfo",
     "parse_scan_name",
     "SCAN_NAMES_2024",
@@ -329,24 +331,6 @@ class TusRecDataset:
         """Frame count of a scan (reads only the file header)."""
         return len(LazyFrames(self.frames_path(subject, name), "frames"))
 
-    def _read_tforms(self, subject: str, name: str) -> np.ndarray | None:
-        path = self.tforms_path(subject, name)
-        if self.layout == "test" and not path.is_file():
-            return None
-        with open_h5(path) as f:
-            tforms = read_tforms(f)
-            if tforms is None:
-                log.warning("%s: no 'tforms' dataset; sweep has no ground truth", path)
-            return tforms
-
-    def load_landmarks(self, subject: str, name: str) -> np.ndarray | None:
-        """``(K, 3)`` int landmarks of a scan, ``None`` when there are none."""
-        path = self.landmark_path(subject)
-        if path is None:
-            return None
-        with open_h5(path) as f:
-            return f[name][()] if name in f else None
-
     def load(self, subject: str | int, name: str) -> Sweep:
         """Open one scan as a :class:`Sweep` (frames lazy, tforms and landmarks in memory).
 
@@ -357,26 +341,7 @@ class TusRecDataset:
         subject = normalise_subject(subject)
         if (subject, name) not in self.scans:
             raise KeyError(f"{self.root}: no scan {name!r} for subject {subject!r}")
-        path = self.frames_path(subject, name)
-        with open_h5(path) as f:
-            if "frames" not in f:
-                raise KeyError(f"{path}: no 'frames' dataset (found {sorted(f.keys())})")
-            ds = f["frames"]
-            if ds.ndim != 3 or ds.dtype != np.uint8:
-                raise ValueError(
-                    f"{path}: 'frames' is {ds.dtype} {tuple(ds.shape)}; TUS-REC frames are uint8 (N, H, W) "
-                    "in 0..255 (convert float frames with np.round(255 * x).astype(np.uint8) for [0, 1] "
-                    "data; docs/data.md)"
-                )
-            frames = LazyFrames(path, "frames", shape=ds.shape, dtype=ds.dtype)
-        return Sweep(
-            subject=subject,
-            name=name,
-            frames=frames,
-            tforms=self._read_tforms(subject, name),
-            calibration=self.calibration,
-            landmarks=self.load_landmarks(subject, name),
-        )
+        return open_scan_file(self.frames_path(subject, name), self.calibration, subject=subject)
 
     def sweeps(self, subjects: Iterable[str | int] | None = None) -> Iterator[Sweep]:
         """Iterate over sweeps (of ``subjects`` only, if given) in sorted order."""
@@ -572,3 +537,84 @@ def write_dataset_keys(root: str | os.PathLike, keys: Iterable[str | tuple[str |
         for key in sorted(normalised):
             f.create_dataset(key, data=np.int8(0))
     return path
+
+
+def find_calibration(scan_path: str | os.PathLike) -> Path | None:
+    """``calib_matrix.csv`` next to the scan or up to three folders above it (the TUS-REC root)."""
+    scan_path = Path(scan_path).resolve()
+    for folder in list(scan_path.parents)[:4]:
+        candidate = folder / CALIBRATION_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _sibling_tforms(scan_path: Path) -> Path | None:
+    """For the val/test layout ``<root>/frames/<sid>/<scan>.h5``, the ``transfs`` twin if present."""
+    parts = scan_path.resolve().parts
+    if len(parts) >= 3 and parts[-3] == FRAMES_DIR:
+        twin = Path(*parts[:-3], TRANSFS_DIR, *parts[-2:])
+        if twin.is_file():
+            return twin
+    return None
+
+
+def open_scan_file(
+    scan_path: str | os.PathLike, calibration: Calibration, subject: str | None = None
+) -> Sweep:
+    """Open one TUS-REC scan ``.h5`` (``frames`` and, if present, ``tforms``) as a lazy Sweep: the
+    one scan opener, behind :meth:`TusRecDataset.load`, ``dualtrack predict`` and ``reconstruct``.
+
+    ``tforms`` are read from the same file (train layout) or from the ``transfs/`` twin of a
+    ``frames/<sid>/<scan>.h5`` file (val/test layout). Landmarks come from the dataset's
+    ``landmarks/`` or ``landmark/`` folder (``landmark_<sid>.h5``, the scan's entry) when the file
+    sits in a TUS-REC layout and has one.
+
+    Raises:
+        FileNotFoundError / OSError: missing or unreadable file.
+        KeyError: no ``frames`` dataset.
+    """
+    path = Path(scan_path)
+    with open_h5(path) as f:
+        if "frames" not in f:
+            raise KeyError(f"{path}: no 'frames' dataset (found {sorted(f.keys())}); is this a TUS-REC scan?")
+        ds = f["frames"]
+        frames = LazyFrames(path, "frames", shape=ds.shape, dtype=ds.dtype)
+        tforms = read_tforms(f)
+    if tforms is None:
+        twin = _sibling_tforms(path)
+        if twin is not None:
+            with open_h5(twin) as f:
+                tforms = read_tforms(f)
+    if frames.ndim != 3 or frames.dtype != np.uint8:
+        raise ValueError(
+            f"{path}: 'frames' is {frames.dtype} {tuple(frames.shape)}; TUS-REC frames are uint8 (N, H, W) "
+            "in 0..255 (convert float frames with np.round(255 * x).astype(np.uint8) for [0, 1] "
+            "data; docs/data.md)"
+        )
+    if frames.shape[0] < 1:
+        raise ValueError(f"{path}: the scan has no frames")
+    if tforms is not None and tforms.shape != (frames.shape[0], 4, 4):
+        raise ValueError(
+            f"{path}: 'tforms' has shape {tforms.shape}, expected ({frames.shape[0]}, 4, 4) for "
+            f"{frames.shape[0]} frames"
+        )
+    return Sweep(
+        subject=subject or path.parent.name,
+        name=path.stem,
+        frames=frames,
+        tforms=tforms,
+        calibration=calibration,
+        landmarks=_scan_landmarks(path),
+    )
+
+
+def _scan_landmarks(scan_path: Path) -> np.ndarray | None:
+    """``(K, 3)`` landmarks of ``<root>/{frames_transfs|frames}/<sid>/<scan>.h5``, or ``None``."""
+    if scan_path.parent.parent.name not in (TRAIN_DIR, FRAMES_DIR):
+        return None
+    path = find_landmark_file(scan_path.parent.parent.parent, scan_path.parent.name)
+    if path is None:
+        return None
+    with open_h5(path) as f:
+        return np.asarray(f[scan_path.stem][()], dtype=np.int64) if scan_path.stem in f else None

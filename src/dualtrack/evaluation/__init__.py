@@ -1,6 +1,7 @@
 """Evaluation: trajectory metrics (:mod:`.metrics`), TUS-REC submission adapter (:mod:`.submission`)."""
 
-from dualtrack.evaluation.metrics import (
+from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs
+from dualtrack.metrics import (
     TUSREC_METRICS,
     all_pixel_errors,
     drift_curve,
@@ -12,7 +13,6 @@ from dualtrack.evaluation.metrics import (
     tusrec_metrics,
     wilcoxon_table,
 )
-from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs
 
 __all__ = [
     "TUSREC_METRICS",

@@ -55,20 +55,18 @@ from dualtrack.data import TusRecDataset, normalise_subject
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
 from dualtrack.data.verify import preflight
 from dualtrack.evaluation.evaluate import compare, evaluate_model, write_table
-from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check, has_global_branch
-from dualtrack.training.config import ConfigError, TrainConfig, coerce, config_to_dict, load_config
+from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check
+from dualtrack.inference import Predictor
+from dualtrack.training.config import ConfigError, coerce
+from dualtrack.training.pipeline import ModelSpec, PipelinePlan, plan_pipeline, run_pipeline
 from dualtrack.utils import atomic_write
 
 __all__ = [
     "SimulateSpec",
     "DataSpec",
-    "StageSpec",
-    "ModelSpec",
     "GlobalCheckSpec",
     "EvaluationSpec",
     "BenchmarkConfig",
-    "StageJob",
-    "BenchmarkPlan",
     "BenchmarkResult",
     "TABLE_COLUMNS",
     "load_benchmark_config",
@@ -76,16 +74,12 @@ __all__ = [
     "shipped_benchmarks",
     "plan_benchmark",
     "run_benchmark",
-    "stage_state",
     "format_paper_table",
 ]
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_RESUMABLE_KEYS = ("runtime.", "data.num_workers", "data.cache_dir", "data.root", "data.splits")
-"""Settings that may differ between a reused run and the benchmark (the split is compared by content)."""
-_CHAIN_KEYS = ("stage.local_from", "stage.global_from", "stage.init_from")
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -134,56 +128,6 @@ class DataSpec:
     val: int | float = 3
     test: int | float = 3
     split_seed: int = 0
-
-
-@dataclass
-class StageSpec:
-    """One training stage of a model.
-
-    Attributes:
-        name: stage id (``local``, ``global``, ``fusion``, ...); the run is ``<runs_dir>/<model>/<name>``.
-        config: training config (shipped name such as ``local`` or a YAML path).
-        overrides: ``key=value`` training overrides of this stage.
-        local_from, global_from, init_from: references to earlier runs (``stage``, ``model.stage`` or
-            ``model``), set as ``stage.local_from`` etc.; unset ones are cleared, so a benchmark never
-            picks up a run from outside itself by accident.
-    """
-
-    name: str = ""
-    config: str = ""
-    overrides: list[str] = field(default_factory=list)
-    local_from: str | None = None
-    global_from: str | None = None
-    init_from: str | None = None
-
-
-@dataclass
-class ModelSpec:
-    """A row of the table.
-
-    Attributes:
-        name: id used for files and references (letters, digits, ``_``, ``-``).
-        label: name shown in the table (default ``name``).
-        stages: training stages, in order (the last one gives the model).
-        reuse: ``model.stage`` or ``model`` whose run is this model (no training of its own).
-        run_dir: an existing run directory, checkpoint or exported folder (no training).
-        overrides: ``key=value`` training overrides applied to every stage of this model.
-        comparison: show the model in the baseline-comparison block.
-        ablation: ``[local, global, dual_encoder]`` marks of the ablation block (``null`` = not in it).
-    """
-
-    name: str = ""
-    label: str | None = None
-    stages: list[StageSpec] = field(default_factory=list)
-    reuse: str | None = None
-    run_dir: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    comparison: bool = True
-    ablation: list[bool] | None = None
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
 
 
 @dataclass
@@ -437,227 +381,17 @@ def _validate(cfg: BenchmarkConfig, where: str) -> None:
 # --------------------------------------------------------------------------------------------- plan
 
 
-@dataclass
-class StageJob:
-    """One training run of the benchmark.
-
-    Attributes:
-        key: ``"<model>.<stage>"``.
-        run_dir: its run directory.
-        config: the resolved training config.
-        depends: keys of the jobs whose runs it loads.
-        state: ``missing`` / ``partial`` / ``finished`` when planned (:func:`stage_state`).
-        action: what :func:`run_benchmark` does or did: ``train``, ``resume`` or ``reuse``.
-        seconds: training time spent in this invocation.
-    """
-
-    key: str
-    run_dir: Path
-    config: TrainConfig
-    depends: tuple[str, ...]
-    state: str = "missing"
-    action: str = "train"
-    seconds: float = 0.0
-
-
-@dataclass
-class BenchmarkPlan:
-    """Training jobs in dependency order and the weights of each model.
-
-    Attributes:
-        jobs: stage jobs, each after the jobs it depends on.
-        weights: ``{model: run directory / checkpoint / export}`` evaluated for that model.
-        sources: ``{model: "stages" | "reuse <ref>" | "run_dir"}``.
-    """
-
-    jobs: list[StageJob]
-    weights: dict[str, Path]
-    sources: dict[str, str]
-
-
-def _scale_epochs(cfg: TrainConfig, scale: float) -> None:
-    if scale == 1.0:
-        return
-    cfg.optim.epochs = max(1, round(cfg.optim.epochs * scale))
-    cfg.optim.warmup_epochs *= scale
-    for phase in cfg.stage.phases:
-        if phase.epochs is not None:
-            phase.epochs = max(1, round(phase.epochs * scale))
-        if phase.warmup_epochs is not None:
-            phase.warmup_epochs *= scale
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and not key.startswith("model"):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _comparable(cfg: TrainConfig) -> dict[str, Any]:
-    """Flat settings of a run; chained runs are identified by their ``<model>/<stage>`` folders so
-    that a benchmark folder can move."""
-    flat = _flatten(config_to_dict(cfg))
-    for key in _CHAIN_KEYS:
-        if flat.get(key):
-            flat[key] = "/".join(Path(flat[key]).parts[-2:])
-    return flat
-
-
-def stage_state(run_dir: Path, cfg: TrainConfig, splits: Splits) -> str:
-    """State of a stage's run directory: ``missing``, ``partial`` (resumable ``last.pt``) or
-    ``finished`` (all phases done).
-
-    Raises:
-        ConfigError: the run was made with other settings (the message lists them) or another split.
-    """
-    from dualtrack.training.checkpoint import read_checkpoint
-    from dualtrack.training.stages import resolve_phases
-
-    last = run_dir / "last.pt"
-    if not last.is_file() or not (run_dir / "config.yaml").is_file():
-        return "missing"
-    saved = load_config(run_dir / "config.yaml")
-    old, new = _comparable(saved), _comparable(cfg)
-    diff = sorted(
-        k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(_RESUMABLE_KEYS)
-    )  # fmt: skip
-    if diff:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
-        raise ConfigError(
-            f"{run_dir} was trained with other settings ({detail}); delete it or use another runs_dir "
-            "to retrain"
-        )
-    if (run_dir / "splits.json").is_file():
-        run_splits = load_splits(run_dir / "splits.json")
-        if (run_splits.train, run_splits.val, run_splits.test) != (splits.train, splits.val, splits.test):
-            raise ConfigError(
-                f"{run_dir} was trained on another subject split; delete it or use another runs_dir"
-            )
-    checkpoints = [p for p in (last, run_dir / "best.pt") if p.is_file()]
-    try:
-        loaded = {p: read_checkpoint(p) for p in checkpoints}
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    for path, content in loaded.items():
-        if content.get("model_name") != cfg.model.name:
-            raise ConfigError(
-                f"{path} holds a {content.get('model_name')!r} model, not the {cfg.model.name!r} this stage "
-                "trains; delete that run folder or use another runs_dir"
-            )
-    ckpt = loaded[last]
-    done = int(ckpt["state"]["phase"]) >= len(resolve_phases(saved))
-    return "finished" if done else "partial"
-
-
-def _stage_ref(cfg: BenchmarkConfig, model: ModelSpec, stage_index: int, ref: str, what: str) -> str:
-    """Job key or model name that a stage reference points to."""
-    where = f"model {model.name!r}, stage {model.stages[stage_index].name!r}, {what}"
-    earlier = [s.name for s in model.stages[:stage_index]]
-    if "." in ref:
-        mname, sname = ref.split(".", 1)
-        try:
-            target = cfg.model(mname)
-        except KeyError:
-            raise ConfigError(f"{where}: {ref!r} names no model") from None
-        if sname not in [s.name for s in target.stages]:
-            raise ConfigError(f"{where}: model {mname!r} has no stage {sname!r}")
-        return ref
-    if ref in earlier:
-        return f"{model.name}.{ref}"
-    if ref in [m.name for m in cfg.models] and ref != model.name:
-        return ref
-    raise ConfigError(f"{where}: {ref!r} is neither an earlier stage ({earlier}) nor a model")
-
-
-def plan_benchmark(cfg: BenchmarkConfig, data_root: Path, splits_path: Path, splits: Splits) -> BenchmarkPlan:
-    """Resolve every stage's training config and run directory, in dependency order.
-
-    Every training config is loaded (and type-checked) here, before anything is trained.
+def plan_benchmark(cfg: BenchmarkConfig, data_root: Path, splits_path: Path, splits: Splits) -> PipelinePlan:
+    """The benchmark's training plan: :func:`~dualtrack.training.pipeline.plan_pipeline` of its
+    models under ``runs_dir`` (default ``<output>/runs``), with its ``epoch_scale`` and
+    ``train_overrides``.
 
     Raises:
         ConfigError: a bad training config or override, an unresolved reference or a cycle.
     """
-    out = cfg.output_dir
-    runs = Path(cfg.runs_dir).resolve() if cfg.runs_dir else out / "runs"
-    jobs: dict[str, StageJob] = {}
-    pending_refs: dict[str, list[tuple[str, str]]] = {}
-    for m in cfg.models:
-        for i, s in enumerate(m.stages):
-            key = f"{m.name}.{s.name}"
-            refs = []
-            for what in ("local_from", "global_from", "init_from"):
-                ref = getattr(s, what)
-                if ref is not None:
-                    refs.append((what, _stage_ref(cfg, m, i, ref, f"stage.{what}")))
-            pending_refs[key] = refs
-            jobs[key] = StageJob(key=key, run_dir=runs / m.name / s.name, config=TrainConfig(), depends=())
-
-    def final_dir(model_name: str, seen: tuple[str, ...] = ()) -> tuple[Path, tuple[str, ...]]:
-        """Weights of a model and the job keys behind them."""
-        if model_name in seen:
-            raise ConfigError(f"models reuse each other in a cycle: {' -> '.join((*seen, model_name))}")
-        m = cfg.model(model_name)
-        if m.stages:
-            key = f"{m.name}.{m.stages[-1].name}"
-            return jobs[key].run_dir, (key,)
-        if m.run_dir:
-            return Path(m.run_dir), ()
-        ref = m.reuse or ""
-        if "." in ref:
-            if ref not in jobs:
-                raise ConfigError(f"model {m.name!r}: reuse {ref!r} names no stage (known: {sorted(jobs)})")
-            return jobs[ref].run_dir, (ref,)
-        if ref not in [x.name for x in cfg.models]:
-            raise ConfigError(f"model {m.name!r}: reuse {ref!r} names no model or stage")
-        return final_dir(ref, (*seen, model_name))
-
-    weights, sources = {}, {}
-    for m in cfg.models:
-        weights[m.name] = final_dir(m.name)[0]
-        sources[m.name] = "stages" if m.stages else (f"reuse {m.reuse}" if m.reuse else "run_dir")
-
-    for m in cfg.models:
-        for s in m.stages:
-            key = f"{m.name}.{s.name}"
-            chain, deps = [], []
-            for what, target in pending_refs[key]:
-                if target in jobs:
-                    path, ks = jobs[target].run_dir, (target,)
-                else:
-                    path, ks = final_dir(target)
-                chain.append(f"stage.{what}={path}")
-                deps += ks
-            cleared = [f"{k}=null" for k in _CHAIN_KEYS]
-            overrides = [*cleared, *chain, *cfg.train_overrides, *m.overrides, *s.overrides,
-                         f"data.root={data_root}", f"data.splits={splits_path}"]  # fmt: skip
-            try:
-                tcfg = load_config(s.config, overrides, origin="benchmark setting")
-            except ConfigError as exc:
-                raise ConfigError(f"model {m.name!r}, stage {s.name!r}: {exc}") from None
-            _scale_epochs(tcfg, cfg.epoch_scale)
-            jobs[key].config = tcfg
-            jobs[key].depends = tuple(dict.fromkeys(deps))
-    return BenchmarkPlan(jobs=_toposort(jobs), weights=weights, sources=sources)
-
-
-def _toposort(jobs: Mapping[str, StageJob]) -> list[StageJob]:
-    order: list[StageJob] = []
-    done: set[str] = set()
-    remaining = list(jobs)
-    while remaining:
-        ready = [k for k in remaining if all(d in done for d in jobs[k].depends)]
-        if not ready:
-            raise ConfigError(f"training stages depend on each other in a cycle: {remaining}")
-        for k in ready:
-            order.append(jobs[k])
-            done.add(k)
-        remaining = [k for k in remaining if k not in done]
-    return order
+    runs = Path(cfg.runs_dir).resolve() if cfg.runs_dir else cfg.output_dir / "runs"
+    return plan_pipeline(cfg.models, runs, data_root, splits_path, epoch_scale=cfg.epoch_scale,
+                         train_overrides=cfg.train_overrides)
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -698,7 +432,7 @@ class BenchmarkResult:
     """
 
     out_dir: Path
-    plan: BenchmarkPlan
+    plan: PipelinePlan
     tables: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     wilcoxon: list[dict[str, Any]] = field(default_factory=list)
@@ -782,29 +516,6 @@ def _eval_scans(cfg: BenchmarkConfig, dataset: TusRecDataset, splits: Splits) ->
     if n is not None and n < len(scans):
         scans = [scans[i] for i in np.unique(np.linspace(0, len(scans) - 1, n).round().astype(int))]
     return scans
-
-
-def _run_jobs(plan: BenchmarkPlan, splits: Splits, argv: Sequence[str], dry_run: bool) -> None:
-    from dualtrack.training import train
-
-    for job in plan.jobs:
-        job.state = stage_state(job.run_dir, job.config, splits)
-        job.action = {"finished": "reuse", "partial": "resume", "missing": "train"}[job.state]
-    for job in plan.jobs:
-        log.info("stage %s: %s (%s)", job.key, job.action, job.run_dir)
-    if dry_run:
-        return
-    for job in plan.jobs:
-        if job.action == "reuse":
-            continue
-        start = time.perf_counter()
-        result = train(job.config, job.run_dir, resume=job.action == "resume", argv=list(argv))
-        job.seconds = time.perf_counter() - start
-        if not result.finished:
-            raise ConfigError(
-                f"stage {job.key} stopped before the end (runtime.stop_after_steps?); run the benchmark "
-                "again to resume it"
-            )
 
 
 def _device(spec: str) -> str | None:
@@ -927,7 +638,7 @@ def _wilcoxon(
 
 
 def _global_check(cfg: BenchmarkConfig, dataset: TusRecDataset, scans: Sequence[tuple[str, str]],
-                  bundles: Mapping[str, Any], baselines: Mapping[str, dict[str, np.ndarray]],
+                  predictors: Mapping[str, Predictor], baselines: Mapping[str, dict[str, np.ndarray]],
                   ) -> tuple[list[dict[str, Any]], str]:  # fmt: skip
     """Rows of the global-branch check; ``baselines`` holds the main evaluation's unmodified
     predictions ``{model: {scan_key: (N, 4, 4)}}`` where they can stand in for the check's own."""
@@ -937,7 +648,7 @@ def _global_check(cfg: BenchmarkConfig, dataset: TusRecDataset, scans: Sequence[
     names = (
         spec.models
         if spec.models is not None
-        else [n for n, b in bundles.items() if has_global_branch(b.model)]
+        else [n for n, p in predictors.items() if p.spec.has_global_branch]
     )
     if not names:
         return [], "no model has a separate global branch"
@@ -945,14 +656,10 @@ def _global_check(cfg: BenchmarkConfig, dataset: TusRecDataset, scans: Sequence[
     sweeps = [dataset.load(s, n) for s, n in scans]
     rows: list[dict[str, Any]] = []
     for name in names:
-        b = bundles[name]
-        if not has_global_branch(b.model):
+        if not predictors[name].spec.has_global_branch:
             raise ConfigError(f"evaluation.global_check.models: {name!r} has no separate global branch")
-        res = global_branch_check(
-            b.model, sweeps, modes=modes, label=name, seed=spec.seed, device=_device(cfg.evaluation.device),
-            chunk_size=cfg.evaluation.chunk_size, crop=b.crop, precision=cfg.evaluation.precision,
-            baseline=baselines.get(name),
-        )  # fmt: skip
+        res = global_branch_check(predictors[name], sweeps, modes=modes, label=name, seed=spec.seed,
+                                  baseline=baselines.get(name))
         rows += res.rows
     return rows, ""
 
@@ -1125,8 +832,6 @@ def run_benchmark(
     Raises:
         ConfigError: invalid config, data, split, chaining or a run trained with other settings.
     """
-    from dualtrack.training.export import load_bundle
-
     cfg = dataclasses.replace(
         cfg, output=str(Path(output if output is not None else cfg.output_dir).resolve())
     )
@@ -1137,32 +842,31 @@ def run_benchmark(
     plan = plan_benchmark(cfg, root, splits_path, splits)
     result = BenchmarkResult(out_dir=out, plan=plan)
     if dry_run:
-        _run_jobs(plan, splits, argv, dry_run=True)
+        run_pipeline(plan, splits, argv, dry_run=True)
         return result
     dataset = TusRecDataset(root)
     preflight(root)
     scans = _eval_scans(cfg, dataset, splits)  # before training: fails early without held-out scans
-    _run_jobs(plan, splits, argv, dry_run=False)
+    run_pipeline(plan, splits, argv)
 
     device = _device(cfg.evaluation.device)
     eval_device = str(device or "auto")
-    bundles, params, baselines = {}, {}, {}
+    predictors, params, baselines = {}, {}, {}
     # The global check predicts with the evaluation's settings, so the evaluation's predictions are
     # its unmodified baseline.
     keep_poses = cfg.evaluation.global_check.enabled
     for m in cfg.models:
         try:
-            bundles[m.name] = load_bundle(plan.weights[m.name])
+            predictor = Predictor.from_path(plan.weights[m.name], device=device,
+                                            chunk_size=cfg.evaluation.chunk_size,
+                                            precision=cfg.evaluation.precision)
         except (OSError, ValueError, ConfigError) as exc:
             raise ConfigError(f"model {m.name!r}: {exc}") from None
-        params[m.name] = sum(p.numel() for p in bundles[m.name].model.parameters())
-        log.info("evaluating %s (%s) on %d scans", m.name, bundles[m.name].name, len(scans))
-        evaluation = evaluate_model(
-            bundles[m.name].model, dataset, scans, crop=bundles[m.name].crop, device=device,
-            chunk_size=cfg.evaluation.chunk_size, precision=cfg.evaluation.precision,
-            tusrec=cfg.evaluation.tusrec,
-            progress=progress, keep_poses=keep_poses,
-        )  # fmt: skip
+        predictors[m.name] = predictor
+        params[m.name] = sum(p.numel() for p in predictor.model.parameters())
+        log.info("evaluating %s (%s) on %d scans", m.name, predictor.model.model_name, len(scans))
+        evaluation = evaluate_model(predictor, dataset, scans, tusrec=cfg.evaluation.tusrec,
+                                    progress=progress, keep_poses=keep_poses)
         result.tables[m.name] = evaluation.table
         baselines[m.name] = evaluation.poses
         result.files[f"per_scan/{m.name}"] = write_table(out / "per_scan" / f"{m.name}.csv", evaluation.table)
@@ -1189,7 +893,7 @@ def run_benchmark(
         tmp.write_text(header + table_md, encoding="utf-8")
     result.files["table.md"] = out / "table.md"
 
-    result.global_check, gc_note = _global_check(cfg, dataset, scans, bundles, baselines)
+    result.global_check, gc_note = _global_check(cfg, dataset, scans, predictors, baselines)
     result.files["global_check.csv"] = _write_csv(
         out / "global_check.csv", result.global_check,
         ["model", "mode", "n_scans", "GPE", "LPE", "FDR", "max_drift", "delta_GPE", "delta_LPE", "delta_FDR",

@@ -1,13 +1,13 @@
 """Evaluate trained models on whole sweeps: per-scan metrics tables, summaries, paired tests.
 
-:func:`evaluate_model` predicts every sweep of a split with
-:func:`dualtrack.inference.predict_trajectory` and scores it with the paper's metrics
-(:func:`~dualtrack.evaluation.metrics.paper_metrics`: 5-point GPE / LPE in mm, FDR in %, maximum
+:func:`evaluate_model` predicts every sweep of a split with a
+:class:`dualtrack.inference.Predictor` and scores it with the paper's metrics
+(:func:`~dualtrack.metrics.paper_metrics`: 5-point GPE / LPE in mm, FDR in %, maximum
 drift in mm) and, on request, the official TUS-REC all-pixel / landmark errors with the TUS-REC
-2025 normalised score (:func:`~dualtrack.evaluation.metrics.tusrec_metrics`,
-:func:`~dualtrack.evaluation.metrics.normalised_score`). :func:`write_results` saves a per-scan
+2025 normalised score (:func:`~dualtrack.metrics.tusrec_metrics`,
+:func:`~dualtrack.metrics.normalised_score`). :func:`write_results` saves a per-scan
 CSV and a JSON summary; :func:`compare` puts several such tables side by side with paired
-Wilcoxon signed-rank p-values (:func:`~dualtrack.evaluation.metrics.wilcoxon_table`).
+Wilcoxon signed-rank p-values (:func:`~dualtrack.metrics.wilcoxon_table`).
 
 Tables are ``{scan_key: {metric: value}}`` with TUS-REC keys ``sub<subject>__<scan>``.
 """
@@ -31,15 +31,16 @@ import torch
 
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import load_splits
-from dualtrack.evaluation.metrics import (
+from dualtrack.inference import Predictor
+from dualtrack.metrics import (
+    UndefinedMetricWarning,
     identity_errors,
     normalised_score,
     paper_metrics,
     tusrec_metrics,
     wilcoxon_table,
 )
-from dualtrack.inference import predict_trajectory
-from dualtrack.utils import atomic_dir, atomic_write, progress_bar, resolve_device
+from dualtrack.utils import atomic_dir, atomic_write, progress_bar
 
 __all__ = [
     "PAPER_METRICS",
@@ -110,14 +111,10 @@ def select_scans(
 
 
 def evaluate_model(
-    model: torch.nn.Module,
+    predictor: Predictor,
     dataset: TusRecDataset,
     scans: Sequence[tuple[str, str]],
     *,
-    crop: tuple[int, int] | None = None,
-    device: str | torch.device | None = None,
-    chunk_size: int | None = None,
-    precision: str = "auto",
     tusrec: bool = False,
     progress: bool = False,
     keep_poses: bool = False,
@@ -125,11 +122,10 @@ def evaluate_model(
     """Predict and score every scan.
 
     Args:
-        model: a trained :class:`~dualtrack.models.registry.TrajectoryModel`.
+        predictor: the model and how to run it (device, precision, chunks); the model's input spec
+            decides the crop and the global input.
         dataset: the data; scans without tracking (no ground truth) are skipped with a warning.
         scans: ``(subject, name)`` pairs to evaluate.
-        crop: the model's local-input centre crop (see :func:`dualtrack.inference.predict_trajectory`).
-        device, chunk_size, precision: passed to ``predict_trajectory``.
         tusrec: also compute the official all-pixel / landmark errors and the normalised score.
         progress: show a progress bar.
         keep_poses: keep every scan's predicted global poses in :attr:`Evaluation.poses`.
@@ -137,7 +133,7 @@ def evaluate_model(
     Returns:
         :class:`Evaluation` (``seconds`` is the prediction time of each scan, without loading).
     """
-    dev = resolve_device(device)
+    dev = predictor.device
     table: dict[str, dict[str, float]] = {}
     poses: dict[str, np.ndarray] = {}
     for subject, name in progress_bar(scans, desc="evaluating", unit="scan", enabled=progress):
@@ -149,15 +145,12 @@ def evaluate_model(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         start = time.perf_counter()
-        pred = predict_trajectory(
-            model, frames, spacing=sweep.spacing, device=dev, chunk_size=chunk_size, crop=crop,
-            precision=precision,
-        )
+        pred = predictor.predict(frames, spacing=sweep.spacing)
         seconds = time.perf_counter() - start
         gt = sweep.global_transforms()
         scale = sweep.calibration.scale
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # FDR of a closed loop is NaN by design
+            warnings.simplefilter("ignore", UndefinedMetricWarning)  # FDR of a closed loop is NaN
             row: dict[str, float] = dict(paper_metrics(gt, pred.global_, sweep.shape, scale))
         row.update(frames=float(sweep.num_frames), seconds=seconds)
         if tusrec:
@@ -171,7 +164,9 @@ def evaluate_model(
     if not table:
         raise ValueError(f"{dataset.root}: none of the {len(scans)} scans has ground truth to evaluate")
     return Evaluation(
-        table=table, info={"data": str(dataset.root), "device": str(dev), "crop": crop}, poses=poses
+        table=table,
+        info={"data": str(dataset.root), "device": str(dev), "crop": predictor.spec.local_crop},
+        poses=poses,
     )
 
 
@@ -281,7 +276,7 @@ def compare(
     Returns:
         ``{"scans": n, "summary": {method: {metric: {"mean", "std", "median"}}},
         "tests": {"A vs B": {metric: wilcoxon row}}}`` (rows from
-        :func:`~dualtrack.evaluation.metrics.wilcoxon_table`).
+        :func:`~dualtrack.metrics.wilcoxon_table`).
 
     Raises:
         ValueError: fewer than two tables, an unknown reference, or no common scans.

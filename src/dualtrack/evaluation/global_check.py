@@ -13,10 +13,9 @@ is predicted once unmodified and once per *mode*, where the global branch sees
 * ``shuffle``: the true global frames in a random temporal order (indices unchanged).
 
 The local branch always sees the true frames. The replacement happens inside
-:func:`dualtrack.inference.predict_trajectory` through a thin wrapper
-(:class:`GlobalInputOverride`) that rewrites ``global_frames`` before the model's
-``forward_encoded``, so the inference path (chunking, crop, pose conversion) is the one used for the
-unmodified result.
+:meth:`dualtrack.inference.Predictor.predict` (its ``replace_global`` hook rewrites the global
+frames before the model's ``decode``), so the inference path (chunking, crop, pose conversion) is
+the one used for the unmodified result.
 
 Reported per mode (means over sweeps): the paper metrics (5-point GPE / LPE in mm, FDR in %, max
 drift in mm), their change against the unmodified prediction, the paired Wilcoxon p-value of the
@@ -30,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,14 +37,12 @@ import torch
 from torch import nn
 
 from dualtrack.data.sweep import Sweep
-from dualtrack.evaluation.metrics import paper_metrics, wilcoxon_table
-from dualtrack.inference import TrajectoryPrediction, predict_trajectory
+from dualtrack.inference import Predictor, TrajectoryPrediction
+from dualtrack.metrics import UndefinedMetricWarning, paper_metrics, wilcoxon_table
 
 __all__ = [
     "GLOBAL_MODES",
     "CHECK_METRICS",
-    "GlobalInputOverride",
-    "has_global_branch",
     "replace_global_frames",
     "predict_with_global_input",
     "GlobalCheckResult",
@@ -59,65 +56,6 @@ GLOBAL_MODES = ("zeros", "noise", "other_sweep", "shuffle")
 
 CHECK_METRICS = ("GPE", "LPE", "FDR", "max_drift")
 """Paper metrics reported per mode."""
-
-Replacer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def has_global_branch(model: nn.Module) -> bool:
-    """``True`` for models with a separate global branch fed every ``global_stride``-th frame
-    (``dualtrack``): they define ``global_stride``, ``encode_frames`` and ``forward_encoded``."""
-    return bool(getattr(model, "global_stride", None)) and all(
-        hasattr(model, a) for a in ("encode_frames", "forward_encoded")
-    )
-
-
-class GlobalInputOverride(nn.Module):
-    """Wrap a model so that its global input is rewritten by ``replace`` at inference.
-
-    Exposes what :func:`~dualtrack.inference.predict_trajectory` uses (``encode_frames``,
-    ``forward_encoded``, ``temporal_receptive_field``, ``global_stride``, ``frame_memory_bytes``,
-    ``denormalise``); only
-    ``forward_encoded`` differs: it calls ``replace(global_frames (B, Tg, H, W) float [0, 1],
-    global_index (B, Tg))`` and passes the result, of the same shape, on to the wrapped model.
-    """
-
-    def __init__(self, model: nn.Module, replace: Replacer) -> None:
-        super().__init__()
-        if not has_global_branch(model):
-            raise ValueError(
-                f"model {getattr(model, 'model_name', type(model).__name__)!r} has no separate global "
-                "branch (global_stride / encode_frames / forward_encoded); the global check applies to "
-                "dualtrack models"
-            )
-        self.model = model
-        self.replace = replace
-        self.global_stride = model.global_stride
-        self.temporal_receptive_field = model.temporal_receptive_field
-
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_frames(frames)
-
-    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
-        return self.model.frame_memory_bytes(height, width, itemsize)
-
-    def forward_encoded(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
-        if global_frames is None or global_index is None:
-            raise ValueError("GlobalInputOverride: forward_encoded needs global_frames and global_index")
-        if not global_frames.is_floating_point():
-            global_frames = global_frames.float() / 255.0
-        new = self.replace(global_frames, global_index)
-        if new.shape != global_frames.shape:
-            raise RuntimeError(
-                "global input replacement changed the shape "
-                f"{tuple(global_frames.shape)} -> {tuple(new.shape)}"
-            )
-        return self.model.forward_encoded(
-            features, index=index, global_frames=new.to(global_frames), global_index=global_index
-        )
-
-    def denormalise(self, output: torch.Tensor) -> torch.Tensor:
-        return self.model.denormalise(output)
-
 
 def _pick_even(count: int, total: int) -> np.ndarray:
     """``count`` indices spread evenly over ``0..total-1`` (repeats when ``total < count``)."""
@@ -172,37 +110,28 @@ def replace_global_frames(
 
 
 def predict_with_global_input(
-    model: nn.Module,
+    predictor: Predictor,
     sweep: Sweep,
     mode: str | None,
     *,
     other: Sweep | None = None,
     seed: int = 0,
-    device: str | torch.device | None = None,
-    chunk_size: int | None = None,
-    crop: tuple[int, int] | None = None,
-    precision: str = "auto",
 ) -> TrajectoryPrediction:
-    """:func:`~dualtrack.inference.predict_trajectory` with the global input replaced by ``mode``
-    (``None`` = unmodified). ``other`` is the donor sweep of ``other_sweep``."""
+    """``predictor.predict(sweep)`` with the global input replaced by ``mode`` (``None`` =
+    unmodified). ``other`` is the donor sweep of ``other_sweep``."""
     if mode is None:
-        return predict_trajectory(
-            model, sweep, device=device, chunk_size=chunk_size, crop=crop, precision=precision
-        )
+        return predictor.predict(sweep)
     if mode == "other_sweep" and other is None:
         raise ValueError("predict_with_global_input: mode 'other_sweep' needs another sweep")
     if mode not in GLOBAL_MODES:
         raise ValueError(f"unknown global-check mode {mode!r}; valid: {', '.join(GLOBAL_MODES)}")
     other_frames = other.frames if other is not None and mode == "other_sweep" else None
-    stride = int(model.global_stride) if has_global_branch(model) else 1
+    stride = predictor.spec.global_stride or 1
 
     def replace(frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return replace_global_frames(mode, frames, other_frames=other_frames, stride=stride, seed=seed)
 
-    wrapper = GlobalInputOverride(model, replace)
-    return predict_trajectory(
-        wrapper, sweep, device=device, chunk_size=chunk_size, crop=crop, precision=precision
-    )
+    return predictor.predict(sweep, replace_global=replace)
 
 
 @dataclass
@@ -251,39 +180,36 @@ def _finite_mean(values: Sequence[float]) -> float:
 
 def _metrics(sweep: Sweep, g_pred: np.ndarray) -> dict[str, float]:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # FDR of a closed sweep is NaN, noted in docs
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # FDR of a closed sweep is NaN
         m = paper_metrics(sweep.global_transforms(), g_pred, sweep.shape, sweep.calibration.scale)
     return {k: m[k] for k in CHECK_METRICS}
 
 
 def _change(g_ref: np.ndarray, g_mod: np.ndarray, sweep: Sweep) -> float:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
         return paper_metrics(g_ref, g_mod, sweep.shape, sweep.calibration.scale)["GPE"]
 
 
 def global_branch_check(
-    model: nn.Module,
+    predictor: Predictor,
     sweeps: Sequence[Sweep],
     *,
     modes: Sequence[str] = GLOBAL_MODES,
     label: str | None = None,
     seed: int = 0,
-    device: str | torch.device | None = None,
-    chunk_size: int | None = None,
-    crop: tuple[int, int] | None = None,
-    precision: str = "auto",
     baseline: dict[str, np.ndarray] | None = None,
 ) -> GlobalCheckResult:
-    """Evaluate ``model`` on ``sweeps`` with its global input replaced (see the module docstring).
+    """Evaluate ``predictor``'s model on ``sweeps`` with its global input replaced (see the module
+    docstring).
 
     Args:
-        model: a model with a separate global branch (:func:`has_global_branch`).
+        predictor: a :class:`~dualtrack.inference.Predictor` of a model with a separate global
+            branch (``input_spec.has_global_branch``).
         sweeps: test sweeps with ground truth; ``other_sweep`` needs at least two.
         modes: replacements to run, among :data:`GLOBAL_MODES`.
         label: model label in the result (default: the model's registry name).
         seed: base seed of ``noise`` / ``shuffle`` (sweep ``k`` uses ``seed + k``).
-        device, chunk_size, crop, precision: as in :func:`~dualtrack.inference.predict_trajectory`.
         baseline: optional ``{scan_key: (N, 4, 4)}`` unmodified global predictions (e.g. from the
             benchmark's main evaluation), to avoid predicting them again.
 
@@ -294,8 +220,8 @@ def global_branch_check(
         ValueError: a model without a global branch, unknown modes, no sweeps, or ``other_sweep``
             with a single sweep.
     """
-    label = label or getattr(model, "model_name", type(model).__name__)
-    if not has_global_branch(model):
+    label = label or predictor.model.model_name
+    if not predictor.spec.has_global_branch:
         raise ValueError(f"global check: model {label!r} has no separate global branch")
     unknown = [m for m in modes if m not in GLOBAL_MODES]
     if unknown:
@@ -312,24 +238,12 @@ def global_branch_check(
         if baseline is not None and key in baseline:
             g_ref = np.asarray(baseline[key], dtype=np.float64)
         else:
-            g_ref = predict_trajectory(
-                model, sweep, device=device, chunk_size=chunk_size, crop=crop, precision=precision
-            ).global_
+            g_ref = predictor.predict(sweep).global_
         result.per_scan["none"][key] = {**_metrics(sweep, g_ref), "prediction_change": 0.0}
         donor = sweeps[donors[k]]
         result.donors[key] = donor.key
         for mode in modes:
-            pred = predict_with_global_input(
-                model,
-                sweep,
-                mode,
-                other=donor,
-                seed=seed + k,
-                device=device,
-                chunk_size=chunk_size,
-                crop=crop,
-                precision=precision,
-            )
+            pred = predict_with_global_input(predictor, sweep, mode, other=donor, seed=seed + k)
             result.per_scan[mode][key] = {
                 **_metrics(sweep, pred.global_),
                 "prediction_change": _change(g_ref, pred.global_, sweep),

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 
 from dualtrack.data.calibration import Calibration, read_calibration
-from dualtrack.evaluation.metrics import (
+from dualtrack.geometry import local_from_global
+from dualtrack.inference import Predictor
+from dualtrack.metrics import (
     DEFAULT_MAX_BYTES,
     as_global_poses,
     as_landmarks,
@@ -39,15 +41,16 @@ from dualtrack.evaluation.metrics import (
     frames_per_chunk,
     landmark_points,
 )
-from dualtrack.geometry import local_from_global
+from dualtrack.models import TrajectoryModel
+from dualtrack.models.weights import load_model
 
-__all__ = ["Predictor", "PredictDdfs", "ddfs_from_poses", "make_predict_ddfs", "model_predictor"]
+__all__ = ["PoseFunction", "PredictDdfs", "ddfs_from_poses", "make_predict_ddfs", "model_predictor"]
 
 logger = logging.getLogger(__name__)
 
 #: ``predictor(frames uint8 (N, H, W), calibration, device) -> global poses (N, 4, 4)``
 #: (corner-origin image mm, ``G[0] = I``; numpy or torch).
-Predictor = Callable[[np.ndarray, Calibration, torch.device], "np.ndarray | torch.Tensor"]
+PoseFunction = Callable[[np.ndarray, Calibration, torch.device], "np.ndarray | torch.Tensor"]
 
 #: ``predict_ddfs(frames, landmark, data_path_calib, device=None) -> (GP, GL, LP, LL)``.
 PredictDdfs = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
@@ -154,7 +157,7 @@ def ddfs_from_poses(
 
 
 def make_predict_ddfs(
-    predictor: Predictor,
+    predictor: PoseFunction,
     chunk_frames: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> PredictDdfs:
@@ -207,39 +210,34 @@ def make_predict_ddfs(
 
 
 def model_predictor(
-    weights: str | os.PathLike | torch.nn.Module,
+    weights: str | os.PathLike | TrajectoryModel,
     *,
     chunk_size: int | None = None,
     precision: str = "auto",
-) -> Predictor:
-    """A :data:`Predictor` that runs a trained dualtrack model on the whole scan.
+) -> PoseFunction:
+    """A :data:`PoseFunction` that runs a trained dualtrack model on the whole scan through the
+    package's one :class:`~dualtrack.inference.Predictor`.
 
     Args:
         weights: a run folder, a checkpoint, an exported folder (``model.safetensors`` +
-            ``config.json``; loaded strictly with :func:`dualtrack.training.load_model`), or an
-            already loaded model.
-        chunk_size, precision: forwarded to :func:`dualtrack.inference.predict_trajectory`.
+            ``config.json``; loaded strictly, input spec included, with
+            :func:`dualtrack.models.weights.load_model`), or an already loaded model.
+        chunk_size, precision: as in :class:`~dualtrack.inference.Predictor`.
 
     Returns:
         ``predictor(frames, calibration, device) -> (N, 4, 4)`` global poses (corner-origin
-        image mm); the pixel spacing comes from the scan's calibration and the local-input crop
-        from the model.
+        image mm); the pixel spacing comes from the scan's calibration, the local-input crop and
+        the global input from the model's input spec.
 
     Example (the challenge's ``predict_ddfs.py``, weights shipped in the docker image)::
 
         from dualtrack.evaluation.submission import make_predict_ddfs, model_predictor
         predict_ddfs = make_predict_ddfs(model_predictor("baseline_model/dualtrack_export"))
     """
-    from dualtrack.inference import predict_trajectory
-    from dualtrack.training import load_model
-
-    model = weights if isinstance(weights, torch.nn.Module) else load_model(weights)
+    model = weights if isinstance(weights, TrajectoryModel) else load_model(weights)
 
     def predictor(frames: np.ndarray, calibration: Calibration, device: torch.device) -> np.ndarray:
-        pred = predict_trajectory(
-            model, frames, spacing=calibration.spacing, device=device, chunk_size=chunk_size,
-            precision=precision,
-        )
-        return pred.global_
+        run = Predictor.from_model(model, device=device, chunk_size=chunk_size, precision=precision)
+        return run.predict(frames, spacing=calibration.spacing).global_
 
     return predictor

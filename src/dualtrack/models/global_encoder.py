@@ -3,21 +3,22 @@
 Pipeline for frames ``(B, T, H, W)`` in ``[0, 1]`` (whole frames, any size; typically every 8th frame
 of a sweep, or randomly sampled non-contiguous frames during global pretraining):
 
-1. resize each frame to ``global_size x global_size`` (bilinear with antialiasing, which removes the
+1. resize each frame to ``size x size`` (bilinear with antialiasing, which removes the
    speckle detail on purpose);
-2. 2D backbone -> one feature vector per frame, ``Linear`` to ``global_dim`` (:meth:`frame_features`);
+2. 2D backbone -> one feature vector per frame, ``Linear`` to ``dim`` (:meth:`frame_features`);
 3. sinusoidal encoding of the **true frame index** added, bidirectional transformer
-   (paper: width 512, FFN 1024, 8 layers, 8 heads) -> ``(B, T, global_dim)``.
+   (paper: width 512, FFN 1024, 8 layers, 8 heads) -> ``(B, T, dim)``.
 
 Backbones are chosen by name from a small registry (:func:`register_global_backbone`,
 :func:`build_global_backbone`):
 
 * ``"resnet18"`` (default): :class:`~dualtrack.models.resnet.ResNet2d`, grayscale, own code;
-  ``backbone_width`` / ``backbone_layers`` set its size.
+  ``width`` / ``layers`` set its size; ``stem_pool`` (default) keeps the standard
+  stride-2 max-pool after the stem (7 x 7 maps at 224²; ``False``: 14 x 14 as in the authors' code).
 * ``"timm:<model name>"``: any timm model, created with ``pretrained=False, in_chans=1,
   num_classes=0`` (pooled features). Needs the optional package ``timm``.
 
-``backbone_weights`` is a local file (``.safetensors`` or a torch ``state_dict``, optionally nested under
+``weights`` is a local file (``.safetensors`` or a torch ``state_dict``, optionally nested under
 ``"state_dict"`` or ``"model"``) loaded strictly into the backbone. Nothing is ever downloaded. For
 timm backbones, a 3-channel first convolution in the file is summed over its input channels to fit
 the grayscale input.
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dualtrack.models.config import GlobalEncoderConfig
 from dualtrack.models.resnet import ResNet2d, half_resolution_activation_bytes
 from dualtrack.models.transformer import TransformerEncoder, sinusoidal_encoding
 
@@ -50,7 +52,7 @@ _BACKBONES: dict[str, BackboneBuilder] = {}
 
 
 def register_global_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Register ``builder(width=, layers=, weights=) -> (module, num_features)`` under ``name``.
+    """Register ``builder(width=, layers=, weights=, stem_pool=) -> (module, num_features)`` under ``name``.
 
     The module maps ``(N, 1, S, S)`` images to ``(N, num_features)`` vectors.
     """
@@ -102,9 +104,12 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str | 
 
 @register_global_backbone("resnet18")
 def _resnet18(
-    width: int = 64, layers: Sequence[int] = (2, 2, 2, 2), weights: str | os.PathLike | None = None
+    width: int = 64,
+    layers: Sequence[int] = (2, 2, 2, 2),
+    weights: str | os.PathLike | None = None,
+    stem_pool: bool = True,
 ) -> tuple[nn.Module, int]:
-    net = ResNet2d(in_channels=1, width=width, layers=layers)
+    net = ResNet2d(in_channels=1, width=width, layers=layers, stem_pool=stem_pool)
     if weights is not None:
         _load_strict(net, load_weights_file(weights), weights)
     return net, net.num_features
@@ -137,10 +142,12 @@ def build_global_backbone(
     width: int = 64,
     layers: Sequence[int] = (2, 2, 2, 2),
     weights: str | os.PathLike | None = None,
+    stem_pool: bool = True,
 ) -> tuple[nn.Module, int]:
     """Build a per-image backbone ``(N, 1, S, S) -> (N, F)`` by name; returns ``(module, F)``.
 
-    ``width``/``layers`` apply to the built-in ResNet; ``weights`` is an optional local file.
+    ``width``/``layers``/``stem_pool`` apply to the built-in ResNet; ``weights`` is an optional
+    local file.
     """
     if name.startswith("timm:"):
         return _timm_backbone(name.removeprefix("timm:"), weights)
@@ -149,51 +156,33 @@ def build_global_backbone(
             f"unknown global backbone {name!r}; available: {', '.join(list_global_backbones())} "
             "or 'timm:<model name>'"
         )
-    return _BACKBONES[name](width=width, layers=layers, weights=weights)
+    return _BACKBONES[name](width=width, layers=layers, weights=weights, stem_pool=stem_pool)
 
 
 class GlobalEncoder(nn.Module):
-    """2D backbone per frame + temporal transformer (see the module docstring).
+    """2D backbone per frame + temporal transformer (see the module docstring), sized by a
+    :class:`~dualtrack.models.config.GlobalEncoderConfig`.
 
-    Args:
-        backbone: registry name or ``"timm:<name>"``. backbone_width / backbone_layers: size of the
-            built-in ResNet. backbone_weights: optional local weights file for the backbone.
-        global_size: side of the square the frames are resized to. global_dim / global_layers /
-            global_heads / global_ffn: transformer size. dropout: transformer dropout.
-
-    Shapes: ``forward(frames (B, T, H, W), index (B, T)) -> (B, T, global_dim)``.
+    Shapes: ``forward(frames (B, T, H, W), index (B, T)) -> (B, T, dim)``.
     """
 
-    def __init__(
-        self,
-        *,
-        backbone: str = "resnet18",
-        backbone_width: int = 64,
-        backbone_layers: Sequence[int] = (2, 2, 2, 2),
-        backbone_weights: str | os.PathLike | None = None,
-        global_size: int = 224,
-        global_dim: int = 512,
-        global_layers: int = 8,
-        global_heads: int = 8,
-        global_ffn: int = 1024,
-        dropout: float = 0.1,
-    ) -> None:
+    def __init__(self, cfg: GlobalEncoderConfig) -> None:
         super().__init__()
         self.backbone, features = build_global_backbone(
-            backbone, width=backbone_width, layers=backbone_layers, weights=backbone_weights
+            cfg.backbone, width=cfg.width, layers=cfg.layers, weights=cfg.weights, stem_pool=cfg.stem_pool
         )
-        self.size = int(global_size)
-        self.proj = nn.Linear(features, global_dim)
-        self.temporal = TransformerEncoder(global_dim, global_layers, global_heads, global_ffn, dropout)
-        self.dim = global_dim
+        self.size = int(cfg.size)
+        self.proj = nn.Linear(features, cfg.dim)
+        self.temporal = TransformerEncoder(cfg.dim, cfg.num_layers, cfg.heads, cfg.ffn, cfg.dropout)
+        self.dim = cfg.dim
 
     def frame_memory_bytes(self, itemsize: int) -> int:
         """Peak activation bytes per frame of :meth:`frame_features` (frames resized to
-        ``global_size``; a 64-channel ResNet stem is an upper bound for the built-in ResNet)."""
+        ``size``; a 64-channel ResNet stem is an upper bound for the built-in ResNet)."""
         return half_resolution_activation_bytes(64, self.size, self.size, itemsize)
 
     def resize(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, T, H, W) -> (B*T, 1, S, S)`` with ``S = global_size`` (bilinear, antialiased)."""
+        """``(B, T, H, W) -> (B*T, 1, S, S)`` with ``S = size`` (bilinear, antialiased)."""
         x = frames.flatten(0, 1)[:, None]
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(
@@ -202,12 +191,12 @@ class GlobalEncoder(nn.Module):
         return x
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, T, H, W)`` frames in ``[0, 1]`` -> ``(B, T, global_dim)`` per-frame embeddings."""
+        """``(B, T, H, W)`` frames in ``[0, 1]`` -> ``(B, T, dim)`` per-frame embeddings."""
         b, t = frames.shape[:2]
         return self.proj(self.backbone(self.resize(frames))).unflatten(0, (b, t))
 
     def temporal_tokens(self, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``(B, T, global_dim)`` embeddings + ``(B, T)`` true frame indices -> ``(B, T, global_dim)``."""
+        """``(B, T, dim)`` embeddings + ``(B, T)`` true frame indices -> ``(B, T, dim)``."""
         return self.temporal(features + sinusoidal_encoding(index, self.dim).to(features.dtype))
 
     def forward(self, frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

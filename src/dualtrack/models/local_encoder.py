@@ -6,11 +6,11 @@ Pipeline for frames ``(B, T, H, W)`` in ``[0, 1]`` (full resolution, e.g. a 256 
    -> one feature map per frame ``(B, T, C, H/16, W/16)``. Each frame's map depends only on frames
    within ``temporal_receptive_field`` on either side, so long sweeps can run in chunks with a halo.
 2. :meth:`LocalEncoder.pool_features`: :class:`AttentionPool`, a small ViT per frame: ``p x p``
-   patches of the map -> ``local_dim`` tokens + 2D sinusoidal positions, a learned CLS token,
-   ``pool_layers`` pre-norm layers; the CLS output is the frame's token ``(B, T, local_dim)``.
+   patches of the map -> ``dim`` tokens + 2D sinusoidal positions, a learned CLS token,
+   ``pool_layers`` pre-norm layers; the CLS output is the frame's token ``(B, T, dim)``.
 3. :meth:`LocalEncoder.temporal_tokens`: sinusoidal encoding of the true frame index added, then a
-   bidirectional transformer (``local_layers`` layers, ``local_heads`` heads, FFN ``local_ffn``)
-   over the frames -> ``(B, T, local_dim)``.
+   bidirectional transformer (``temporal_layers`` layers, ``heads`` heads, FFN ``ffn``)
+   over the frames -> ``(B, T, dim)``.
 
 Steps 1-2 (:meth:`LocalEncoder.frame_tokens`) are per frame up to the CNN's receptive field; step 3
 mixes the whole sequence. Paper sizes: 3D ResNet-18, hidden 64, FFN 32, 4 layers, 4 heads.
@@ -18,11 +18,10 @@ mixes the whole sequence. Paper sizes: 3D ResNet-18, hidden 64, FFN 32, 4 layers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
+from dualtrack.models.config import LocalEncoderConfig
 from dualtrack.models.resnet import ResNet3d, half_resolution_activation_bytes
 from dualtrack.models.transformer import TransformerEncoder, sinusoidal_encoding, sinusoidal_encoding_2d
 
@@ -67,38 +66,15 @@ class AttentionPool(nn.Module):
 
 
 class LocalEncoder(nn.Module):
-    """3D CNN + attention pooling + temporal transformer (see the module docstring).
+    """3D CNN + attention pooling + temporal transformer (see the module docstring), sized by a
+    :class:`~dualtrack.models.config.LocalEncoderConfig`."""
 
-    Args:
-        cnn_width / cnn_layers / temporal_kernel / small_window: the 3D ResNet
-            (:class:`~dualtrack.models.resnet.ResNet3d`).
-        local_dim: token width of pooling and temporal transformer. local_heads / local_ffn: their
-            heads and FFN width. pool_layers / local_layers: depths. pool_patch: patch size on the
-            CNN map. dropout: dropout of the temporal transformer (pooling uses none).
-    """
-
-    def __init__(
-        self,
-        *,
-        cnn_width: int = 64,
-        cnn_layers: Sequence[int] = (2, 2, 2, 2),
-        temporal_kernel: int = 3,
-        small_window: bool = False,
-        local_dim: int = 64,
-        local_heads: int = 4,
-        local_ffn: int = 32,
-        pool_layers: int = 4,
-        local_layers: int = 4,
-        pool_patch: int = 2,
-        dropout: float = 0.1,
-    ) -> None:
+    def __init__(self, cfg: LocalEncoderConfig) -> None:
         super().__init__()
-        self.cnn = ResNet3d(1, cnn_width, cnn_layers, temporal_kernel, small_window)
-        self.pool = AttentionPool(
-            self.cnn.num_features, local_dim, pool_layers, local_heads, local_ffn, pool_patch
-        )
-        self.temporal = TransformerEncoder(local_dim, local_layers, local_heads, local_ffn, dropout)
-        self.dim = local_dim
+        self.cnn = ResNet3d(1, cfg.cnn_width, cfg.cnn_layers, cfg.temporal_kernel, cfg.small_window)
+        self.pool = AttentionPool(self.cnn.num_features, cfg.dim, cfg.pool_layers, cfg.heads, cfg.ffn, cfg.pool_patch)
+        self.temporal = TransformerEncoder(cfg.dim, cfg.temporal_layers, cfg.heads, cfg.ffn, cfg.dropout)
+        self.dim = cfg.dim
 
     def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
         """Peak activation bytes per frame of :meth:`frame_tokens`: those of the 3D CNN's first stage
@@ -115,19 +91,19 @@ class LocalEncoder(nn.Module):
         return self.cnn(frames[:, None]).transpose(1, 2)
 
     def pool_features(self, maps: torch.Tensor) -> torch.Tensor:
-        """``(B, T, C, h, w)`` maps -> ``(B, T, local_dim)`` per-frame tokens."""
+        """``(B, T, C, h, w)`` maps -> ``(B, T, dim)`` per-frame tokens."""
         b, t = maps.shape[:2]
         return self.pool(maps.flatten(0, 1)).unflatten(0, (b, t))
 
     def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, T, H, W) -> (B, T, local_dim)``: CNN + pooling (chunkable with a halo)."""
+        """``(B, T, H, W) -> (B, T, dim)``: CNN + pooling (chunkable with a halo)."""
         return self.pool_features(self.cnn_features(frames))
 
     def temporal_tokens(self, tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``(B, T, local_dim)`` frame tokens, ``(B, T)`` true frame indices -> ``(B, T, local_dim)``."""
+        """``(B, T, dim)`` frame tokens, ``(B, T)`` true frame indices -> ``(B, T, dim)``."""
         pos = sinusoidal_encoding(index, self.dim).to(tokens.dtype)
         return self.temporal(tokens + pos)
 
     def forward(self, frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``(B, T, H, W)``, ``(B, T)`` -> ``(B, T, local_dim)`` contextualised local tokens."""
+        """``(B, T, H, W)``, ``(B, T)`` -> ``(B, T, dim)`` contextualised local tokens."""
         return self.temporal_tokens(self.frame_tokens(frames), index)

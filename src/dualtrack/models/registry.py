@@ -1,15 +1,28 @@
-"""Model registry (timm-style): ``register_model``, ``create_model(name, **cfg)``, ``list_models()``.
+"""Model registry (timm-style): ``register_model``, ``create_model(name, **cfg)``, ``list_models()``,
+and the contract every registered model keeps (:class:`TrajectoryModel`).
 
-Every trajectory model is a :class:`TrajectoryModel`. The shared contract:
+The contract, the same small set of members on every model (no caller probes a model for optional
+attributes):
 
+* ``input_spec`` (:class:`~dualtrack.models.spec.InputSpec`): what the model needs from its input
+  (local crop, global branch stride and size, sparse frame count, halo, minimum frames, pixel
+  spacing, intensity normalisation), set at creation, completed by training
+  (:meth:`TrajectoryModel.configure_input`), saved with the weights and restored on loading.
+* ``encode(frames (B, T, H, W)) -> (B, T, D)``: per-frame features, exact when a sweep is encoded
+  in chunks extended by ``input_spec.halo`` frames on each side (:mod:`dualtrack.inference`).
+* ``decode(features (B, T, D), *, index, global_frames=None, global_index=None) -> (B, T-1, 6)``:
+  the sequence part, run once over the whole sweep.
 * ``forward(frames, *, index=None, global_frames=None, global_index=None) -> (B, T-1, 6)``
+  ``= decode(encode(frames))``:
 
-  - ``frames``: ``(B, T, H, W)`` float in ``[0, 1]`` (uint8 / 255), consecutive or sub-sampled
-    frames of one sweep each, at the model's local resolution.
+  - ``frames``: ``(B, T, H, W)`` uint8, or float already divided by
+    ``input_spec.intensity_divisor``, consecutive or sub-sampled frames of one sweep each, cropped
+    to ``input_spec.local_crop``.
   - ``index``: ``(B, T)`` long, the true frame index of each frame in its sweep (used for
     position encodings; default ``arange(T)``).
-  - ``global_frames`` / ``global_index``: optional ``(B, Tg, Hg, Wg)`` / ``(B, Tg)`` input of a
-    global branch; models with a global branch derive it from ``frames`` when omitted.
+  - ``global_frames`` / ``global_index``: ``(B, Tg, Hg, Wg)`` / ``(B, Tg)``, the **uncropped**
+    frames ``0, s, 2s, ...`` (``s = input_spec.global_stride``); required exactly when the model
+    has a global branch.
   - output: per frame ``i = 1..T-1`` the *normalised* 6-DoF of ``T_{i-1<-i}`` (frame i to the
     previous input frame) in centre-origin image mm, see :mod:`dualtrack.geometry`. Multiply
     by ``target_std`` and add ``target_mean`` (:meth:`TrajectoryModel.denormalise`) to get
@@ -17,41 +30,75 @@ Every trajectory model is a :class:`TrajectoryModel`. The shared contract:
 
 * ``loss(pred, target) -> scalar``: training objective on normalised values (MSE by default;
   baselines add their correlation terms).
-* ``temporal_receptive_field``: number of neighbouring frames on each side that influence one
-  frame's local features (halo needed for exact chunked inference; ``None`` = whole sequence).
+* Staging: ``parameter_groups()`` (group name -> parameters; :meth:`TrajectoryModel.freeze` /
+  :meth:`TrajectoryModel.unfreeze` by group), ``stage_sources()`` (which sub-modules an earlier
+  stage's run provides and which groups stay frozen after loading them),
+  :meth:`TrajectoryModel.init_from`.
+* ``frame_memory_bytes(h, w, itemsize)``: per-frame activation memory of ``encode`` (sizes chunks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from dualtrack.models.resnet import half_resolution_activation_bytes
+from dualtrack.models.spec import InputSpec, StageSource
 
 __all__ = ["TrajectoryModel", "register_model", "create_model", "list_models", "model_entry"]
 
 _REGISTRY: dict[str, Callable[..., TrajectoryModel]] = {}
 
+_TRAINING_FIELDS = ("local_crop", "pixel_spacing")
+"""Input-spec fields that training decides; the others belong to the architecture."""
+
 
 class TrajectoryModel(nn.Module):
-    """Base class of all registered models: target normalisation buffers, the loss, input checks."""
+    """Base class of all registered models: the contract of the module docstring, target
+    normalisation buffers, the loss, input checks, parameter groups and freezing.
 
-    temporal_receptive_field: int | None = None
-    input_crop: tuple[int, int] | None = None
-    """Centre crop ``(h, w)`` of the local input the model was trained with (set when weights are
-    loaded with :func:`dualtrack.training.load_model`); the default of ``predict_trajectory``."""
+    Subclasses pass their :class:`InputSpec` to ``__init__``, set ``self.groups`` (group name ->
+    sub-module path) when they can be partly frozen, and implement :meth:`decode` (and
+    :meth:`encode` when their per-frame part is not the identity).
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, input_spec: InputSpec | None = None) -> None:
         super().__init__()
         self.register_buffer("target_mean", torch.zeros(6))
         self.register_buffer("target_std", torch.ones(6))
         self.model_name: str = type(self).__name__
         self.model_config: dict[str, Any] = {}
+        self.input_spec: InputSpec = input_spec or InputSpec()
+        self.groups: dict[str, str] = {}
+        self.frozen: set[str] = set()
 
+    # -- input spec ------------------------------------------------------------------------------
+    def configure_input(self, **changes: Any) -> None:
+        """Set the training-decided fields of :attr:`input_spec` (``local_crop``,
+        ``pixel_spacing``); the architecture's fields cannot change (``ValueError``)."""
+        fixed = sorted(set(changes) - set(_TRAINING_FIELDS))
+        if fixed:
+            raise ValueError(
+                f"{self.model_name}: input spec fields {fixed} belong to the architecture; "
+                f"only {list(_TRAINING_FIELDS)} are set by training"
+            )
+        self.input_spec = self.input_spec.replace(**changes)
+
+    def restore_input(self, spec: InputSpec, where: str) -> None:
+        """Restore a saved :attr:`input_spec`; its architecture fields must equal this model's."""
+        mine = self.input_spec.replace(**{k: getattr(spec, k) for k in _TRAINING_FIELDS})
+        if mine != spec:
+            diff = {k: (v, getattr(mine, k)) for k, v in spec.to_dict().items() if mine.to_dict()[k] != v}
+            raise ValueError(f"{where}: the saved input spec does not fit model {self.model_name!r} "
+                             f"(saved, built): {diff}")
+        self.input_spec = spec
+
+    # -- targets ---------------------------------------------------------------------------------
     def set_target_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Record the per-component target statistics ``(6,)`` used for normalisation."""
         self.target_mean.copy_(torch.as_tensor(mean, dtype=self.target_mean.dtype))
@@ -70,12 +117,13 @@ class TrajectoryModel(nn.Module):
         return torch.nn.functional.mse_loss(pred.float(), target.float())
 
     def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
-        """Estimated peak activation memory per input frame of ``height x width`` pixels when the
-        per-frame encoder runs at ``itemsize`` bytes per value (4 = fp32, 2 = bf16/fp16); sizes the
-        automatic chunk plan of :func:`dualtrack.inference.predict_trajectory`. This default
-        assumes a 64-channel ResNet stem."""
+        """Estimated peak activation memory per input frame of ``height x width`` pixels when
+        :meth:`encode` runs at ``itemsize`` bytes per value (4 = fp32, 2 = bf16/fp16); sizes the
+        automatic chunk plan of :class:`dualtrack.inference.Predictor`. This default assumes a
+        64-channel ResNet stem."""
         return half_resolution_activation_bytes(64, height, width, itemsize)
 
+    # -- forward ---------------------------------------------------------------------------------
     def check_frames(self, frames: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``frames`` is ``(B, T, H, W)`` with ``T >= 2``."""
         name = self.model_name
@@ -93,6 +141,114 @@ class TrajectoryModel(nn.Module):
         if index.shape != (b, t):
             raise ValueError(f"{self.model_name}: index must have shape {(b, t)}, got {tuple(index.shape)}")
         return index.to(device=frames.device, dtype=torch.long)
+
+    def to_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames -> float ``frames / input_spec.intensity_divisor``; float passes through."""
+        if frames.is_floating_point():
+            return frames
+        return frames.float().div_(self.input_spec.intensity_divisor)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W)`` float frames -> ``(B, T, D)`` per-frame features, exact under chunking
+        with a halo of ``input_spec.halo`` frames. Default: the frames themselves (flattened)."""
+        return frames.flatten(2)
+
+    def decode(
+        self,
+        features: torch.Tensor,
+        *,
+        index: torch.Tensor,
+        global_frames: torch.Tensor | None = None,
+        global_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(B, T, D)`` features of :meth:`encode`, ``(B, T)`` index -> ``(B, T-1, 6)``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        *,
+        index: torch.Tensor | None = None,
+        global_frames: torch.Tensor | None = None,
+        global_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(B, T, H, W)`` frames (see the module docstring) -> ``(B, T-1, 6)``."""
+        self.check_frames(frames)
+        frames = self.to_input(frames)
+        index = self.check_index(index, frames)
+        if self.input_spec.has_global_branch:
+            if global_frames is None or global_index is None:
+                raise ValueError(
+                    f"{self.model_name}: the global branch needs global_frames (B, Tg, H, W), the uncropped "
+                    f"frames 0, {self.input_spec.global_stride}, ... of the sweep, and global_index (B, Tg)"
+                )
+            if global_frames.ndim != 4 or tuple(global_index.shape) != tuple(global_frames.shape[:2]):
+                raise ValueError(
+                    f"{self.model_name}: global_frames (B, Tg, H, W) {tuple(global_frames.shape)} and "
+                    f"global_index (B, Tg) {tuple(global_index.shape)} do not match"
+                )
+            global_frames = self.to_input(global_frames)
+            global_index = global_index.to(device=frames.device, dtype=torch.long)
+        elif global_frames is not None:
+            raise ValueError(f"{self.model_name}: has no global branch; do not pass global_frames")
+        return self.decode(self.encode(frames), index=index, global_frames=global_frames, global_index=global_index)
+
+    # -- parameter groups, freezing, stages ------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Group name -> parameters; the groups partition ``self.parameters()`` (empty when the
+        model cannot be partly frozen)."""
+        return {name: list(self.get_submodule(path).parameters()) for name, path in self.groups.items()}
+
+    def stage_sources(self) -> dict[str, StageSource]:
+        """Stage key (``"local_from"``, ``"global_from"``) -> what that earlier run provides.
+        Default: nothing (a single-stage model)."""
+        return {}
+
+    def _check_groups(self, groups: Iterable[str]) -> list[str]:
+        groups = [groups] if isinstance(groups, str) else list(groups)
+        unknown = sorted(set(groups) - set(self.groups))
+        if unknown:
+            raise KeyError(
+                f"{self.model_name}: unknown parameter groups {unknown}; valid: {sorted(self.groups)}"
+            )
+        return groups
+
+    def freeze(self, groups: Iterable[str]) -> None:
+        """Stop gradients of the named groups and keep them in eval mode (BatchNorm, dropout)."""
+        for name in self._check_groups(groups):
+            module = self.get_submodule(self.groups[name])
+            module.requires_grad_(False)
+            module.eval()
+            self.frozen.add(name)
+
+    def unfreeze(self, groups: Iterable[str]) -> None:
+        """Undo :meth:`freeze` for the named groups (their mode follows the model's again)."""
+        for name in self._check_groups(groups):
+            module = self.get_submodule(self.groups[name])
+            module.requires_grad_(True)
+            module.train(self.training)
+            self.frozen.discard(name)
+
+    def train(self, mode: bool = True) -> TrajectoryModel:
+        super().train(mode)
+        for name in self.frozen:
+            self.get_submodule(self.groups[name]).eval()
+        return self
+
+    def init_from(self, state: Mapping[str, torch.Tensor], parts: Sequence[str]) -> None:
+        """Strictly copy whole sub-modules (e.g. ``"local_encoder"``) from another model's
+        ``state_dict`` whose keys use the same sub-module names.
+
+        Raises:
+            KeyError: ``state`` has no entry under a part.
+            RuntimeError: missing/unexpected keys or shape mismatches (strict loading).
+        """
+        for part in parts:
+            src = part.rstrip(".") + "."
+            sub = {k[len(src) :]: v for k, v in state.items() if k.startswith(src)}
+            if not sub:
+                raise KeyError(f"{self.model_name}: the state has no entries under {src!r}")
+            self.get_submodule(part).load_state_dict(sub, strict=True)
 
 
 def register_model(name: str) -> Callable:
@@ -138,5 +294,5 @@ def create_model(name: str, **cfg: Any) -> TrajectoryModel:
             )
     model = fn(**cfg)
     model.model_name = name
-    model.model_config = dict(cfg)
+    model.model_config = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in cfg.items()}
     return model

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dualtrack.data import Calibration, LazyFrames, Sweep, read_calibration
+from dualtrack.data import Calibration, read_calibration
 from dualtrack.data.calibration import CALIBRATION_FILENAME
-from dualtrack.data.sweep import open_h5, read_tforms
-from dualtrack.data.tusrec import FRAMES_DIR, TRAIN_DIR, TRANSFS_DIR, find_landmark_file
+from dualtrack.data.tusrec import find_calibration, open_scan_file
 from dualtrack.reconstruction.compounding import Volume, reconstruct_volume
 from dualtrack.reconstruction.export import read_trajectory, write_nrrd, write_sequence_metafile
 from dualtrack.utils import DEFAULT_DEVICE, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconstructionOptions", "find_calibration", "open_scan_file", "reconstruct_file"]
+__all__ = ["ReconstructionOptions", "reconstruct_file"]
 
 @dataclass
 class ReconstructionOptions:
@@ -39,80 +38,6 @@ class ReconstructionOptions:
     memory_limit_gb: float | None = 4.0
     pixel_step: int = 1
     out_dtype: str = "float32"
-
-
-def find_calibration(scan_path: str | os.PathLike) -> Path | None:
-    """``calib_matrix.csv`` next to the scan or up to three folders above it (the TUS-REC root)."""
-    scan_path = Path(scan_path).resolve()
-    for folder in list(scan_path.parents)[:4]:
-        candidate = folder / CALIBRATION_FILENAME
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _sibling_tforms(scan_path: Path) -> Path | None:
-    """For the val/test layout ``<root>/frames/<sid>/<scan>.h5``, the ``transfs`` twin if present."""
-    parts = scan_path.resolve().parts
-    if len(parts) >= 3 and parts[-3] == FRAMES_DIR:
-        twin = Path(*parts[:-3], TRANSFS_DIR, *parts[-2:])
-        if twin.is_file():
-            return twin
-    return None
-
-
-def open_scan_file(scan_path: str | os.PathLike, calibration: Calibration) -> Sweep:
-    """Open one TUS-REC scan ``.h5`` (``frames`` and, if present, ``tforms``) as a lazy Sweep.
-
-    ``tforms`` are read from the same file (train layout) or from the ``transfs/`` twin of a
-    ``frames/<sid>/<scan>.h5`` file (val/test layout). Landmarks come from the dataset's
-    ``landmarks/`` or ``landmark/`` folder (``landmark_<sid>.h5``, the scan's entry) when the file
-    sits in a TUS-REC layout and has one.
-
-    Raises:
-        FileNotFoundError / OSError: missing or unreadable file.
-        KeyError: no ``frames`` dataset.
-    """
-    path = Path(scan_path)
-    with open_h5(path) as f:
-        if "frames" not in f:
-            raise KeyError(f"{path}: no 'frames' dataset (found {sorted(f.keys())}); is this a TUS-REC scan?")
-        ds = f["frames"]
-        frames = LazyFrames(path, "frames", shape=ds.shape, dtype=ds.dtype)
-        tforms = read_tforms(f)
-    if tforms is None:
-        twin = _sibling_tforms(path)
-        if twin is not None:
-            with open_h5(twin) as f:
-                tforms = read_tforms(f)
-    if frames.ndim != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"{path}: 'frames' must be (N, H, W) uint8, got {frames.shape} {frames.dtype}")
-    if frames.shape[0] < 1:
-        raise ValueError(f"{path}: the scan has no frames")
-    if tforms is not None and tforms.shape != (frames.shape[0], 4, 4):
-        raise ValueError(
-            f"{path}: 'tforms' has shape {tforms.shape}, expected ({frames.shape[0]}, 4, 4) for "
-            f"{frames.shape[0]} frames"
-        )
-    return Sweep(
-        subject=path.parent.name,
-        name=path.stem,
-        frames=frames,
-        tforms=tforms,
-        calibration=calibration,
-        landmarks=_scan_landmarks(path),
-    )
-
-
-def _scan_landmarks(scan_path: Path) -> np.ndarray | None:
-    """``(K, 3)`` landmarks of ``<root>/{frames_transfs|frames}/<sid>/<scan>.h5``, or ``None``."""
-    if scan_path.parent.parent.name not in (TRAIN_DIR, FRAMES_DIR):
-        return None
-    path = find_landmark_file(scan_path.parent.parent.parent, scan_path.parent.name)
-    if path is None:
-        return None
-    with open_h5(path) as f:
-        return np.asarray(f[scan_path.stem][()], dtype=np.int64) if scan_path.stem in f else None
 
 
 def _spacing_attr(value: object, path: object) -> tuple[float, float] | None:

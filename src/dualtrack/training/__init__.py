@@ -1,12 +1,11 @@
-"""Staged training of trajectory models: typed configs, sampling, the loop, runs and export.
+"""Staged training of trajectory models: typed configs, sampling, the loop and runs.
 
-Entry points: :func:`load_config` / :func:`prepare_run` (configs), :func:`train` (the loop, also
-under ``torchrun``), :func:`export_model` and :func:`load_model` (released weights). See
-``docs/training.md``.
+Entry points: :func:`load_config` / :func:`prepare_run` (configs) and :func:`train` (the loop, also
+under ``torchrun``). Weights on disk (checkpoints, exports, loading) are
+:mod:`dualtrack.models.weights`. See ``docs/training.md``.
 """
 
 from dualtrack.training.config import ConfigError, TrainConfig, load_config
-from dualtrack.training.export import export_model, load_bundle, load_model
 from dualtrack.training.loop import TrainResult, prepare_run, train
 
 __all__ = [
@@ -16,7 +15,4 @@ __all__ = [
     "prepare_run",
     "train",
     "TrainResult",
-    "export_model",
-    "load_model",
-    "load_bundle",
 ]

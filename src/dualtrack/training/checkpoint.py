@@ -9,7 +9,10 @@ A checkpoint is a plain dict saved with :func:`torch.save` (loadable with ``weig
   validation GPE, the running loss of the current logging interval);
 * ``rng``: the torch CPU (and CUDA) generator states, restored on resume so dropout continues
   identically;
-* ``config``: the resolved training config (plain dict) and ``input``: the input geometry.
+* ``config``: the resolved training config (plain dict) and ``input``: the model's
+  :class:`~dualtrack.models.spec.InputSpec` (:meth:`~dualtrack.models.spec.InputSpec.to_dict`).
+
+Reading (:func:`~dualtrack.models.weights.read_checkpoint`) lives with the other weight readers.
 
 Writes are atomic, so a run killed while saving keeps its previous ``last.pt``.
 """
@@ -26,7 +29,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from dualtrack.models import TrajectoryModel
+from dualtrack.models.weights import CHECKPOINT_FORMAT
 from dualtrack.utils import atomic_write
 
 __all__ = [
@@ -35,15 +41,9 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "save_checkpoint",
-    "read_checkpoint",
-    "CHECKPOINT_NAMES",
 ]
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAMES = ("best.pt", "last.pt")
-"""Checkpoint files of a run directory, in order of preference for loading weights."""
-
 
 @dataclass
 class TrainState:
@@ -69,11 +69,9 @@ class TrainState:
     samples_seen: int = 0
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside a DDP / compiled wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
+def unwrap(model: nn.Module) -> TrajectoryModel:
+    """The bare model inside a DDP wrapper."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def rng_state() -> dict[str, Any]:
@@ -99,42 +97,22 @@ def save_checkpoint(
     scheduler: Any | None,
     state: TrainState,
     config: dict[str, Any],
-    input_spec: dict[str, Any],
 ) -> Path:
     """Write a checkpoint atomically (see the module docstring). Returns the path."""
     bare = unwrap(model)
     payload = {
-        "format": "dualtrack-checkpoint-1",
-        "model_name": getattr(bare, "model_name", type(bare).__name__),
-        "model_config": dict(getattr(bare, "model_config", {})),
+        "format": CHECKPOINT_FORMAT,
+        "model_name": bare.model_name,
+        "model_config": dict(bare.model_config),
         "model": bare.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "state": dataclasses.asdict(state),
         "rng": rng_state(),
         "config": config,
-        "input": input_spec,
+        "input": bare.input_spec.to_dict(),
     }
     path = Path(path)
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
     return path
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict on the CPU.
-
-    Raises:
-        FileNotFoundError: missing file.
-        ValueError: not a dualtrack checkpoint (the message names the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise ValueError(f"{path}: cannot read as a torch checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "dualtrack-checkpoint-1":
-        raise ValueError(f"{path}: not a dualtrack training checkpoint (no 'format' tag)")
-    return ckpt

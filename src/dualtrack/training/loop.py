@@ -12,7 +12,7 @@
    on GPUs and on CPUs with native bf16, :func:`dualtrack.utils.cpu_supports_bf16`) steps
    on ``model.loss(model(frames), normalised targets)``;
 4. every ``runtime.val_every`` epochs the model predicts whole validation sweeps
-   (:func:`dualtrack.inference.predict_trajectory`) and :func:`~dualtrack.evaluation.metrics.paper_metrics`
+   (:class:`dualtrack.inference.Predictor`) and :func:`~dualtrack.metrics.paper_metrics`
    gives the validation GPE / LPE / FDR / max drift; ``best.pt`` keeps the lowest GPE;
 5. ``metrics.csv`` (and TensorBoard when installed) get the loss, learning rate and throughput,
    ``last.pt`` holds everything needed to continue exactly.
@@ -44,12 +44,13 @@ from torch.utils.data import DataLoader
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
 from dualtrack.data.verify import preflight
-from dualtrack.evaluation.metrics import paper_metrics
-from dualtrack.inference import predict_trajectory
+from dualtrack.inference import Predictor
+from dualtrack.metrics import paper_metrics
 from dualtrack.models import TrajectoryModel
+from dualtrack.models.weights import read_checkpoint
 from dualtrack.training import distributed as ddp
 from dualtrack.training.cache import FrameCache
-from dualtrack.training.checkpoint import TrainState, read_checkpoint, save_checkpoint, set_rng_state
+from dualtrack.training.checkpoint import TrainState, save_checkpoint, set_rng_state
 from dualtrack.training.config import (
     ConfigError,
     TrainConfig,
@@ -180,14 +181,14 @@ def _open_dataset(root: str) -> TusRecDataset:
     return dataset
 
 
-def _global_size(cfg: TrainConfig, model: nn.Module) -> tuple[int, int] | None:
+def _global_size(cfg: TrainConfig, model: TrajectoryModel) -> tuple[int, int] | None:
+    """Size the global frames are pre-resized to in the data: ``data.global_size``, else the
+    model's ``input_spec.global_size`` (``None``: native size)."""
     if cfg.data.global_size is not None:
         if len(cfg.data.global_size) != 2:
             raise ConfigError(f"data.global_size must be [h, w], got {cfg.data.global_size}")
         return int(cfg.data.global_size[0]), int(cfg.data.global_size[1])
-    encoder = getattr(model, "global_encoder", None)
-    size = getattr(encoder, "size", None)
-    return None if size is None else (int(size), int(size))
+    return model.input_spec.global_size
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -203,7 +204,6 @@ def validate(
     model: TrajectoryModel,
     dataset: TusRecDataset,
     scans: Sequence[tuple[str, str]],
-    crop: tuple[int, int] | None,
     device: torch.device,
     max_sweeps: int,
     info: ddp.DistInfo | None = None,
@@ -212,7 +212,8 @@ def validate(
     """Mean paper metrics (GPE, LPE, FDR, max drift) over up to ``max_sweeps`` validation sweeps.
 
     The sweeps are spread evenly over ``scans`` and shared among the DDP processes; every process
-    returns the same means. ``precision`` as in :func:`~dualtrack.inference.predict_trajectory`.
+    returns the same means. The model is fed as its input spec says (:class:`Predictor`);
+    ``precision`` as there.
     """
     info = info or ddp.DistInfo()
     if not scans:
@@ -221,9 +222,10 @@ def validate(
         scans[i] for i in np.unique(np.linspace(0, len(scans) - 1, min(max_sweeps, len(scans))).astype(int))
     ]
     sums = torch.zeros(len(VAL_METRICS) + 1, dtype=torch.float64)
+    predictor = Predictor.from_model(model, device=device, precision=precision)
     for subject, name in chosen[info.rank :: info.world_size]:
         sweep = dataset.load(subject, name)
-        pred = predict_trajectory(model, sweep, device=device, crop=crop, precision=precision)
+        pred = predictor.predict(sweep)
         with warnings_as_log():
             m = paper_metrics(sweep.global_transforms(), pred.global_, sweep.shape, sweep.calibration.scale)
         sums += torch.tensor([*(m[k] for k in VAL_METRICS), 1.0], dtype=torch.float64)
@@ -293,10 +295,14 @@ class _Trainer:
             cfg.data.cache_dir or Path(self.dataset.root) / ".dualtrack_cache", self.dataset.root
         )
         self.global_size = _global_size(cfg, self.model)
-        self.global_stride = getattr(self.model, "global_stride", None)
+        self.global_stride = self.model.input_spec.global_stride
         last_mode = self.phases[-1].sampling.mode
         crop = cfg.data.local_crop
-        self.input_spec = {"crop": None if last_mode == "subset" or crop is None else [int(c) for c in crop]}
+        self.model.configure_input(
+            local_crop=None if last_mode == "subset" or crop is None else (int(crop[0]), int(crop[1])),
+            pixel_spacing=self.dataset.calibration.spacing,
+        )
+        self._check_clip_lengths()
         self.state = TrainState()
         if self.ckpt is not None:
             self.model.load_state_dict(self.ckpt["model"], strict=True)
@@ -337,6 +343,11 @@ class _Trainer:
                 tmp.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}, indent=2) + "\n")
 
     def _save(self, name: str, optimizer, scheduler) -> None:
+        if not math.isfinite(self.state.loss_sum):
+            raise FloatingPointError(
+                f"training loss became {self.state.loss_sum} before step {self.state.step}; not saving {name} "
+                "(lower optim.lr or set optim.grad_clip)"
+            )
         if self.info.is_main:
             save_checkpoint(
                 self.run_dir / name,
@@ -345,19 +356,16 @@ class _Trainer:
                 scheduler,
                 self.state,
                 config_to_dict(self.cfg),
-                self.input_spec,
             )
 
     def _validate(self, optimizer, scheduler, epoch: int, phase: Phase) -> None:
         ddp.sync_buffers(self.model)
         if not self.val_scans:
             return
-        crop = None if phase.sampling.mode == "subset" else self.input_spec["crop"]
         self.last_val = validate(
             self.model,
             self.dataset,
             self.val_scans,
-            crop,
             self.device,
             self.cfg.runtime.val_max_sweeps,
             self.info,
@@ -412,7 +420,7 @@ class _Trainer:
         """Train one phase from the current counters; ``False`` when stopped early."""
         cfg, info, device, state = self.cfg, self.info, self.device, self.state
         s = phase.sampling
-        set_frozen(self.model, (*phase.freeze, *chained_freeze(cfg)))
+        set_frozen(self.model, (*phase.freeze, *chained_freeze(cfg, self.model)))
         ds = self._dataset(phase)
         if info.is_main:
             ds.prepare_cache(progress=cfg.runtime.progress)
@@ -467,7 +475,8 @@ class _Trainer:
             unit="step",
             enabled=info.is_main and cfg.runtime.progress,
         )
-        loss_acc = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
+        # float32 on the device: no host sync per step (checked every log interval), and MPS has no float64
+        loss_acc = torch.tensor(state.loss_sum, dtype=torch.float32, device=device)
         t_last, items_last = time.perf_counter(), 0
         try:
             for epoch in range(state.epoch, phase.epochs):
@@ -476,7 +485,7 @@ class _Trainer:
                 for batch in loader:
                     lr = scheduler.get_last_lr()[0]
                     loss = self._step(net, batch, optimizer, scheduler, trainable, amp_dtype)
-                    loss_acc += loss.detach().double()
+                    loss_acc += loss.detach().float()
                     state.loss_count += 1
                     state.step += 1
                     state.batches_done += 1
@@ -484,6 +493,7 @@ class _Trainer:
                     items_last += len(batch["frames"]) * info.world_size
                     bar.update(1)
                     if state.step % cfg.runtime.log_every == 0:
+                        self._check_finite(loss_acc)
                         now = time.perf_counter()
                         mean_loss = ddp.all_reduce_mean(loss_acc / state.loss_count).item()
                         rate = items_last / max(now - t_last, 1e-9)
@@ -527,6 +537,31 @@ class _Trainer:
             bar.close()
         return True
 
+    def _check_finite(self, loss_acc: torch.Tensor) -> None:
+        """Raise when the running loss of this log interval is NaN or infinite (one host sync per
+        interval instead of one per step)."""
+        value = loss_acc.item()
+        if not math.isfinite(value):
+            first = self.state.step - self.state.loss_count + 1
+            raise FloatingPointError(
+                f"training loss became {value} between steps {first} and {self.state.step} "
+                "(lower optim.lr or set optim.grad_clip)"
+            )
+
+    def _check_clip_lengths(self) -> None:
+        """Warn when a clip phase trains on clips no longer than the per-frame encoder's temporal
+        receptive field: then no training frame sees the real neighbours it sees at inference."""
+        halo = self.model.input_spec.halo
+        for phase in self.phases:
+            s = phase.sampling
+            if s.mode == "clip" and halo is not None and s.clip_length <= 2 * halo and self.info.is_main:
+                log.warning(
+                    "phase %r: %d-frame clips but the model's per-frame features depend on ±%d frames; "
+                    "every training frame sees zero padding where inference sees real frames. Use "
+                    "sampling.clip_length >= %d or a smaller receptive field (local_encoder.small_window: true)",
+                    phase.name, s.clip_length, halo, 2 * halo + 2,
+                )
+
     def _checkpoint_due(self) -> bool:
         every = self.cfg.runtime.checkpoint_every
         return every > 0 and self.state.step % every == 0
@@ -541,20 +576,19 @@ class _Trainer:
         amp_dtype: torch.dtype | None,
     ) -> torch.Tensor:
         device = self.device
-        frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
+        # uint8 to the device; the model divides by its input spec's intensity divisor there
+        frames = batch["frames"].to(device, non_blocking=True)
         index = batch["index"].to(device, non_blocking=True)
         target = self.model.normalise(batch["target"].to(device, non_blocking=True))
         extra = {}
         if "global_frames" in batch:
             extra = {
-                "global_frames": batch["global_frames"].to(device, non_blocking=True).float().div_(255.0),
+                "global_frames": batch["global_frames"].to(device, non_blocking=True),
                 "global_index": batch["global_index"].to(device, non_blocking=True),
             }
         with autocast(device, amp_dtype):
             pred = net(frames, index=index, **extra)
             loss = self.model.loss(pred, target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.state.step + 1}")
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, self.cfg.optim.grad_clip)

@@ -14,7 +14,7 @@ A run directory holds::
     tensorboard/     TensorBoard event files (when tensorboard is installed)
 
 Earlier stages are referenced by their run directory (``init_from: runs/local``); see
-:func:`find_checkpoint`.
+:func:`dualtrack.models.weights.find_checkpoint`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from dualtrack.training.checkpoint import CHECKPOINT_NAMES
 from dualtrack.training.config import TrainConfig, dump_config
 from dualtrack.utils import atomic_write
 
@@ -44,9 +43,7 @@ __all__ = [
     "git_commit",
     "package_versions",
     "write_run_files",
-    "find_checkpoint",
     "MetricsLog",
-    "read_metrics",
     "command_line",
 ]
 
@@ -129,32 +126,6 @@ def write_run_files(run_dir: Path, cfg: TrainConfig, argv: Sequence[str], resume
     _write_text(run_dir / "versions.json", json.dumps(package_versions(), indent=2) + "\n")
 
 
-def find_checkpoint(path: str | os.PathLike, what: str = "init_from") -> Path:
-    """The weights behind a run reference: a run directory (``best.pt``, else ``last.pt``), a
-    checkpoint file, or an exported folder (``model.safetensors`` + ``config.json``).
-
-    Raises:
-        FileNotFoundError: the path does not exist or holds no weights (``what`` names the setting
-            or argument); a config that refers to it turns this into a ``ConfigError``.
-    """
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise FileNotFoundError(
-            f"{what}: {p} does not exist (expected a run directory, checkpoint or export)"
-        )
-    if (p / "model.safetensors").is_file() and (p / "config.json").is_file():
-        return p
-    for name in CHECKPOINT_NAMES:
-        if (p / name).is_file():
-            return p / name
-    raise FileNotFoundError(
-        f"{what}: {p} has no checkpoint ({' or '.join(CHECKPOINT_NAMES)}); did that run finish at least "
-        "one epoch?"
-    )
-
-
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -228,12 +199,6 @@ class MetricsLog:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a ``metrics.csv`` as dicts of strings."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def command_line() -> list[str]:

@@ -3,13 +3,19 @@
 DualTrack trains in stages, each its own run directory:
 
 1. ``local`` (``local_only``): phase ``cnn`` trains the whole local encoder on 16-frame clips,
-   then phase ``temporal`` freezes the 3D CNN (``local_cnn``) and trains attention pooling,
-   temporal transformer and head (``configs/local.yaml``);
+   phase ``pooling`` freezes the 3D CNN (``local_cnn``) and trains attention pooling, temporal
+   transformer and head on clips, and phase ``temporal`` freezes the pooling too and trains the
+   temporal transformer and head on whole sweeps, the length it attends over at inference
+   (``configs/local.yaml``);
 2. ``global`` (``global_only``): random sorted frame subsets of whole sweeps
    (``configs/global.yaml``);
 3. ``fusion`` (``dualtrack``): ``local_from: <local run>`` and ``global_from: <global run>`` load
-   both encoders, which stay frozen unless ``stage.finetune: true``; full sweeps (or long
-   windows) with the global branch on every 8th frame (``configs/fusion.yaml``).
+   both encoders. What stays frozen is the model's to say
+   (:meth:`~dualtrack.models.registry.TrajectoryModel.stage_sources`): for DualTrack the 3D CNN and
+   the pooling, as in the authors' fusion; the local temporal transformer, the global encoder, the
+   decoder and the head train. ``stage.freeze`` freezes more, ``stage.finetune: true`` nothing;
+   full sweeps (or long windows) with the global branch on every 8th frame
+   (``configs/fusion.yaml``).
 
 Any other registered model (``coupled``, ``two_frame_cnn``, ``monet``, ``dclnet``,
 ``hybrid_transformer``) trains as a single stage whose sampling mode comes from its config.
@@ -29,8 +35,8 @@ from typing import Any
 import torch
 
 from dualtrack.models import TrajectoryModel, create_model
+from dualtrack.models.weights import find_checkpoint, read_weights
 from dualtrack.training.config import ConfigError, PhaseConfig, SamplingConfig, TrainConfig
-from dualtrack.training.runs import find_checkpoint
 
 __all__ = [
     "Phase",
@@ -44,9 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LOCAL_GROUPS = ("local_cnn", "local_pool", "local_temporal")
-"""Parameter groups of the local encoder (frozen after ``local_from`` unless fine-tuning)."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,6 @@ def load_source(path: str | Path, what: str) -> tuple[str, dict[str, Any], dict[
     Raises:
         ConfigError: missing directory / checkpoint or unreadable weights (``what`` names the key).
     """
-    from dualtrack.training.export import read_weights
-
     try:
         source = find_checkpoint(path, what)
     except FileNotFoundError as exc:
@@ -122,15 +123,11 @@ def load_source(path: str | Path, what: str) -> tuple[str, dict[str, Any], dict[
         raise ConfigError(f"{what}: {exc}") from None
 
 
-def _groups(model: TrajectoryModel) -> dict[str, str]:
-    return dict(getattr(model, "groups", {}) or {})
-
-
 def check_groups(
     model: TrajectoryModel, groups: tuple[str, ...] | list[str], what: str = "stage.freeze"
 ) -> None:
     """Raise :class:`ConfigError` unless every name is a parameter group of ``model``."""
-    valid = _groups(model)
+    valid = model.groups
     unknown = sorted(set(groups) - set(valid))
     if unknown:
         raise ConfigError(
@@ -145,30 +142,36 @@ def set_frozen(model: TrajectoryModel, groups: tuple[str, ...] | list[str]) -> N
     Frozen groups get no gradients and stay in eval mode under ``model.train()``.
     """
     check_groups(model, groups)
-    valid = list(_groups(model))
+    valid = list(model.groups)
     if valid:
         model.unfreeze(valid)
         model.freeze(list(groups))
 
 
-def _load_part(model: TrajectoryModel, part: str, path: str, what: str) -> None:
+def _load_source(model: TrajectoryModel, key: str, path: str) -> None:
+    """Load what the run at ``path`` provides under ``stage.<key>`` (the model's stage sources)."""
+    what = f"stage.{key}"
+    source = model.stage_sources().get(key)
+    if source is None:
+        raise ConfigError(
+            f"{what}: model {model.model_name!r} takes no {key} run; it takes "
+            f"{sorted(model.stage_sources()) or 'none (a single-stage model)'}"
+        )
     name, mcfg, state = load_source(path, what)
-    if not hasattr(model, "init_from"):
-        raise ConfigError(f"{what}: model {model.model_name!r} cannot load sub-modules")
     try:
-        model.init_from(state, [part])
+        model.init_from(state, source.modules)
     except (KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise ConfigError(
-            f"{what}: {path} holds a {name!r} model ({mcfg}) whose {part!r} does not match "
+            f"{what}: {path} holds a {name!r} model ({mcfg}) whose {', '.join(source.modules)} does not match "
             f"{model.model_name!r} ({cfg_text(model)}): {first}"
         ) from None
-    log.info("%s: loaded %s from %s (%s)", what, part, path, name)
+    log.info("%s: loaded %s from %s (%s)", what, ", ".join(source.modules), path, name)
 
 
 def cfg_text(model: TrajectoryModel) -> str:
     """``key=value`` list of a model's factory arguments (for error messages)."""
-    return ", ".join(f"{k}={v}" for k, v in getattr(model, "model_config", {}).items()) or "defaults"
+    return ", ".join(f"{k}={v}" for k, v in model.model_config.items()) or "defaults"
 
 
 def prepare_model(cfg: TrainConfig) -> tuple[TrajectoryModel, bool]:
@@ -196,22 +199,22 @@ def prepare_model(cfg: TrainConfig) -> tuple[TrajectoryModel, bool]:
             ) from None
         has_stats = True
         log.info("stage.init_from: loaded %s (%s)", st.init_from, name)
-    if st.local_from:
-        _load_part(model, "local_encoder", st.local_from, "stage.local_from")
-    if st.global_from:
-        _load_part(model, "global_encoder", st.global_from, "stage.global_from")
+    for key, path in (("local_from", st.local_from), ("global_from", st.global_from)):
+        if path:
+            _load_source(model, key, path)
     for phase in resolve_phases(cfg):
-        check_groups(model, (*phase.freeze, *chained_freeze(cfg)))
+        check_groups(model, (*phase.freeze, *chained_freeze(cfg, model)))
     return model, has_stats
 
 
-def chained_freeze(cfg: TrainConfig) -> tuple[str, ...]:
-    """Groups frozen because they were loaded by ``local_from`` / ``global_from`` (no fine-tuning)."""
+def chained_freeze(cfg: TrainConfig, model: TrajectoryModel) -> tuple[str, ...]:
+    """Groups frozen because an earlier run provided them (``stage.local_from`` /
+    ``stage.global_from``, as the model's stage sources say), unless ``stage.finetune``."""
     if cfg.stage.finetune:
         return ()
+    sources = model.stage_sources()
     out: list[str] = []
-    if cfg.stage.local_from:
-        out += LOCAL_GROUPS
-    if cfg.stage.global_from:
-        out.append("global")
-    return tuple(out)
+    for key, path in (("local_from", cfg.stage.local_from), ("global_from", cfg.stage.global_from)):
+        if path and key in sources:
+            out += sources[key].freeze
+    return tuple(dict.fromkeys(out))

@@ -4,8 +4,8 @@ video encoders, and a base class for "CNN features -> sequence model" baselines.
 Every encoder turns frames ``(B, T, H, W)`` in ``[0, 1]`` into one feature vector per
 *transition* ``i = 1..T-1`` (frame ``i`` relative to frame ``i-1``), shape ``(B, T-1, C)``, and
 states its ``halo``: the number of frames on each side of a transition's two frames that
-influence its features. :meth:`SequenceBaseline.predict_sweep` uses the halo to encode a long
-sweep in exact chunks before running the (whole-sequence) temporal model once.
+influence its features; the predictor uses it to encode a long sweep in exact chunks before the
+(whole-sequence) temporal model runs once (:class:`SequenceBaseline`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch import nn
 
 from dualtrack.models.registry import TrajectoryModel
 from dualtrack.models.resnet import resnet18_2d, resnet18_3d
+from dualtrack.models.spec import InputSpec
 
 __all__ = [
     "pearson_correlation_loss",
@@ -114,59 +115,25 @@ def build_encoder(kind: str, width: int, layers: tuple[int, ...]) -> PairEncoder
 
 class SequenceBaseline(TrajectoryModel):
     """Base of the "per-transition CNN features -> temporal model" baselines (MoNet, Hybrid
-    Transformer). Subclasses set ``self.encoder`` and implement :meth:`decode`.
+    Transformer). Subclasses pass their encoder to ``__init__`` and implement :meth:`sequence_model`.
 
-    ``temporal_receptive_field`` is ``None``: every output may depend on the whole sequence.
+    Contract (:mod:`dualtrack.models.registry`): :meth:`encode` gives frame ``t`` the features of the
+    transition ``t-1 -> t`` (frame 0 gets zeros), so its halo is the encoder's, at least 1 (the
+    previous frame); :meth:`decode` runs the temporal model once over all ``T-1`` transitions.
     """
 
-    temporal_receptive_field = None
-    encoder: PairEncoder | VideoEncoder
+    def __init__(self, encoder: PairEncoder | VideoEncoder) -> None:
+        super().__init__(InputSpec(halo=max(1, encoder.halo)))
+        self.encoder = encoder
 
-    def decode(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def sequence_model(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``feats (B, T-1, C)``, frame ``index (B, T)`` -> normalised 6-DoF ``(B, T-1, 6)``."""
         raise NotImplementedError
 
-    def forward(
-        self,
-        frames: torch.Tensor,
-        *,
-        index: torch.Tensor | None = None,
-        global_frames: torch.Tensor | None = None,
-        global_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``(B, T, H, W)`` in ``[0, 1]`` -> ``(B, T-1, 6)``. ``global_*`` are ignored (no global branch)."""
-        self.check_frames(frames)
-        index = self.check_index(index, frames)
-        return self.decode(self.encoder(frames), index)
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W) -> (B, T, C)``: row ``t`` = features of transition ``t`` (row 0 zeros)."""
+        feats = self.encoder(frames)
+        return torch.cat([feats.new_zeros(feats.shape[0], 1, feats.shape[2]), feats], 1)
 
-    @torch.no_grad()
-    def predict_sweep(
-        self, frames: torch.Tensor, index: torch.Tensor | None = None, chunk_size: int = 256
-    ) -> torch.Tensor:
-        """Full-sweep inference with bounded CNN memory: identical to ``forward`` in eval mode.
-
-        The encoder runs on chunks of about ``chunk_size`` frames, each extended by the encoder's
-        halo (plus the previous frame of the first transition) so that every transition's
-        features are exact; the temporal model then runs once over all ``N-1`` features.
-
-        Args:
-            frames: ``(1, N, H, W)`` in ``[0, 1]``.
-            index: ``(1, N)`` frame indices (default ``arange(N)``).
-            chunk_size: transitions encoded per CNN pass (>= 1).
-        Returns:
-            ``(1, N-1, 6)`` normalised 6-DoF of ``T_{i-1<-i}``.
-        """
-        self.check_frames(frames)
-        if frames.shape[0] != 1:
-            raise ValueError(f"{self.model_name}: predict_sweep takes one sweep (1, N, H, W)")
-        index = self.check_index(index, frames)
-        n = frames.shape[1]
-        step = max(1, int(chunk_size))
-        halo = self.encoder.halo
-        feats = []
-        for a in range(1, n, step):  # transitions a .. b-1
-            b = min(a + step, n)
-            lo, hi = max(0, a - 1 - halo), min(n, b + halo)
-            chunk = self.encoder(frames[:, lo:hi])  # transitions lo+1 .. hi-1
-            feats.append(chunk[:, a - lo - 1 : b - lo - 1])
-        return self.decode(torch.cat(feats, dim=1), index)
+    def decode(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
+        return self.sequence_model(features[:, 1:], index)

@@ -26,9 +26,9 @@ Mapping clip means to the per-transition contract ``(B, T, H, W) -> (B, T-1, 6)`
 Loss: MSE + ``corr_weight`` * correlation loss ``1 - r``, ``r`` = Pearson correlation per DoF over
 all windows of the batch (the clips of a batch play the role of DCL-Net's "case" samples).
 
-``temporal_receptive_field = clip_length - 1``: a conservative bound including the inward shift
+Halo ``clip_length - 1``: a conservative bound including the inward shift
 at the ends (interior outputs reach ``N//2`` frames), which makes chunked inference with that
-halo exact. :meth:`DCLNet.predict_sweep` evaluates a whole sweep window-batch by window-batch.
+halo exact, so the predictor evaluates a whole sweep chunk by chunk.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from torch import nn
 
 from dualtrack.models.baselines._common import pearson_correlation_loss
 from dualtrack.models.registry import TrajectoryModel, register_model
+from dualtrack.models.spec import InputSpec
 
 __all__ = ["ResNeXt3d", "DCLNet", "dclnet", "dclnet_tiny", "window_starts", "window_mean"]
 
@@ -168,7 +169,7 @@ class DCLNet(TrajectoryModel):
         if clip_length < 2:
             raise ValueError(f"dclnet: clip_length must be >= 2, got {clip_length}")
         self.clip_length = int(clip_length)
-        self.temporal_receptive_field = self.clip_length - 1
+        self.input_spec = InputSpec(halo=self.clip_length - 1, min_frames=self.clip_length)
         self.backbone = ResNeXt3d(stem_width, widths, layers, cardinality)
         self.head = nn.Linear(self.backbone.num_features, 6)
         self.corr_weight = float(corr_weight)
@@ -185,50 +186,23 @@ class DCLNet(TrajectoryModel):
             frames = torch.cat([frames, pad], dim=1)
         return frames.unfold(1, n, 1).permute(0, 1, 4, 2, 3)
 
-    def forward(
-        self,
-        frames: torch.Tensor,
-        *,
-        index: torch.Tensor | None = None,
-        global_frames: torch.Tensor | None = None,
-        global_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``frames (B, T, H, W)`` in ``[0, 1]`` -> ``(B, T-1, 6)``: per transition, the normalised mean
-        motion of its window. ``index`` and ``global_*`` are ignored."""
-        self.check_frames(frames)
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W) -> (B, T, 6)``: row ``i`` = the mean motion of transition ``i``'s window
+        (row 0 zeros); exact under chunking with a halo of ``clip_length - 1`` frames."""
         b, t, h, w = frames.shape
         windows = self._windows(frames)  # (B, W, N, H, W)
         nwin = windows.shape[1]
         out = self.clip_forward(windows.reshape(b * nwin, self.clip_length, h, w)).reshape(b, nwin, 6)
-        return out[:, window_starts(t, self.clip_length, frames.device)]
+        out = out[:, window_starts(t, self.clip_length, frames.device)]
+        return torch.cat([out.new_zeros(b, 1, 6), out], 1)
 
-    @torch.no_grad()
-    def predict_sweep(
-        self, frames: torch.Tensor, index: torch.Tensor | None = None, chunk_size: int = 256
-    ) -> torch.Tensor:
-        """Sliding-window inference over a whole sweep, equal to ``forward`` in eval mode.
+    def decode(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
+        """Per-frame rows of :meth:`encode` -> ``(B, T-1, 6)`` per-transition window means."""
+        return features[:, 1:]
 
-        Windows are evaluated in batches of ``max(1, chunk_size // clip_length)`` so that at most
-        about ``chunk_size`` frames go through the 3D CNN at once.
-
-        Args:
-            frames: ``(1, N, H, W)`` in ``[0, 1]``.
-            index: ignored (accepted for the common inference interface).
-            chunk_size: frame budget per CNN pass.
-        Returns:
-            ``(1, N-1, 6)``: transition ``i`` gets the mean motion of the window centred on frame ``i``.
-        """
-        self.check_frames(frames)
-        if frames.shape[0] != 1:
-            raise ValueError(f"{self.model_name}: predict_sweep takes one sweep (1, N, H, W)")
-        n, h, w = frames.shape[1:]
-        windows = self._windows(frames)[0]  # (W, N, H, W) view, no copy
-        per_pass = max(1, int(chunk_size) // self.clip_length)
-        outs = [
-            self.clip_forward(windows[a : a + per_pass].reshape(-1, self.clip_length, h, w))
-            for a in range(0, windows.shape[0], per_pass)
-        ]
-        return torch.cat(outs)[window_starts(n, self.clip_length, frames.device)].unsqueeze(0)
+    def frame_memory_bytes(self, height: int, width: int, itemsize: int) -> int:
+        """Every frame enters ``clip_length`` windows."""
+        return self.clip_length * super().frame_memory_bytes(height, width, itemsize)
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """MSE against the window-mean targets + ``corr_weight`` * (1 - Pearson r per DoF over the batch).

@@ -14,8 +14,8 @@ regresses the pose of every frame with access to global (long-range) context:
    ``2 * hidden``, GELU, dropout 0.1).
 4. ``Linear(hidden, 6)`` per transition.
 
-Loss: MSE (registry default). ``temporal_receptive_field = None``: every output sees the whole
-input sequence; :meth:`predict_sweep` encodes long sweeps in exact CNN chunks first.
+Loss: MSE (registry default). Every output sees the whole input sequence; the predictor encodes
+long sweeps in exact CNN chunks first (halo: the encoder's).
 """
 
 from __future__ import annotations
@@ -52,10 +52,9 @@ class HybridTransformer(SequenceBaseline):
         dropout: float = 0.1,
         max_positions: int = 4096,
     ) -> None:
-        super().__init__()
         if hidden % heads:
             raise ValueError(f"hybrid_transformer: hidden={hidden} is not divisible by heads={heads}")
-        self.encoder = build_encoder(encoder, width, tuple(layers))
+        super().__init__(build_encoder(encoder, width, tuple(layers)))
         self.proj = nn.Linear(self.encoder.num_features, hidden, bias=False)
         self.pos = nn.Embedding(max_positions, hidden)
         self.norm = nn.LayerNorm(hidden)
@@ -67,7 +66,7 @@ class HybridTransformer(SequenceBaseline):
         self.head = nn.Linear(hidden, 6)
         nn.init.normal_(self.pos.weight, std=0.02)
 
-    def decode(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def sequence_model(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``(B, T-1, C)`` features + frame ``index (B, T)`` -> ``(B, T-1, 6)``."""
         pos = index[:, 1:]
         if int(pos.max()) >= self.pos.num_embeddings or int(pos.min()) < 0:

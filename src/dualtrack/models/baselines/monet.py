@@ -13,9 +13,9 @@ Loss: MSE on the normalised 6-DoF plus ``corr_weight`` times the correlation los
 :func:`~dualtrack.models.baselines._common.pearson_correlation_loss`).
 
 The recurrence is unidirectional, so output ``i`` depends on frames ``0..i`` only. Nothing
-bounds how far back it looks, hence ``temporal_receptive_field = None``;
-:meth:`~dualtrack.models.baselines._common.SequenceBaseline.predict_sweep` encodes a long sweep
-in CNN chunks and runs the recurrence once.
+bounds how far back it looks; the predictor encodes a long sweep in CNN chunks (halo 1, the pair
+encoder's) and runs the recurrence once
+(:class:`~dualtrack.models.baselines._common.SequenceBaseline`).
 """
 
 from __future__ import annotations
@@ -49,16 +49,15 @@ class MoNet(SequenceBaseline):
         num_layers: int = 4,
         corr_weight: float = 1.0,
     ) -> None:
-        super().__init__()
         rnn_types = {"lstm": nn.LSTM, "gru": nn.GRU}
         if rnn not in rnn_types:
             raise ValueError(f"monet: unknown rnn {rnn!r}; expected one of {sorted(rnn_types)}")
-        self.encoder = PairEncoder(width=width, layers=tuple(layers))
+        super().__init__(PairEncoder(width=width, layers=tuple(layers)))
         self.rnn = rnn_types[rnn](self.encoder.num_features, hidden, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden, 6)
         self.corr_weight = float(corr_weight)
 
-    def decode(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def sequence_model(self, feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``(B, T-1, C)`` pair features -> ``(B, T-1, 6)``; ``index`` is unused (the RNN is ordered)."""
         out, _ = self.rnn(feats)
         return self.head(out)

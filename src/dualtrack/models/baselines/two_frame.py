@@ -2,9 +2,8 @@
 
 Two consecutive frames are stacked as the 2 input channels of a 2D CNN that regresses the 6-DoF
 motion between them. The model is applied independently to every consecutive pair of the input:
-output ``i`` (``T_{i-1<-i}``) depends on frames ``i-1`` and ``i`` only (``temporal_receptive_field
-= 1``), so a sweep is predicted by sliding over all pairs and chaining (:meth:`TwoFrameCNN.predict_sweep`
-does this in chunks of pairs to bound memory).
+output ``i`` (``T_{i-1<-i}``) depends on frames ``i-1`` and ``i`` only (halo 1), so the predictor
+runs a sweep through it in chunks of pairs (bounded memory) and chains the outputs.
 
 Backbones (``backbone=``):
 
@@ -24,6 +23,7 @@ from dualtrack.models.baselines._common import frame_pairs
 from dualtrack.models.baselines.efficientnet import EfficientNet, efficientnet_b1
 from dualtrack.models.registry import TrajectoryModel, register_model
 from dualtrack.models.resnet import resnet18_2d
+from dualtrack.models.spec import InputSpec
 
 __all__ = ["TwoFrameCNN", "two_frame_cnn", "two_frame_cnn_tiny"]
 
@@ -49,48 +49,22 @@ class TwoFrameCNN(TrajectoryModel):
         dropout: dropout before the linear head.
     """
 
-    temporal_receptive_field = 1
-
     def __init__(self, backbone: nn.Module, dropout: float = 0.25) -> None:
-        super().__init__()
+        super().__init__(InputSpec(halo=1))
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.num_features, 6)
 
-    def forward(
-        self,
-        frames: torch.Tensor,
-        *,
-        index: torch.Tensor | None = None,
-        global_frames: torch.Tensor | None = None,
-        global_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``frames (B, T, H, W)`` in ``[0, 1]`` -> normalised 6-DoF ``(B, T-1, 6)`` of ``T_{i-1<-i}``.
-
-        ``index`` and ``global_*`` are accepted for the common contract and ignored.
-        """
-        self.check_frames(frames)
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W) -> (B, T, 6)``: row ``t`` = the prediction for the pair ``t-1, t`` (row 0
+        zeros), so encoding in chunks with a halo of 1 frame is exact."""
         b, t = frames.shape[:2]
-        out = self.head(self.dropout(self.backbone(frame_pairs(frames))))
-        return out.reshape(b, t - 1, 6)
+        out = self.head(self.dropout(self.backbone(frame_pairs(frames)))).reshape(b, t - 1, 6)
+        return torch.cat([out.new_zeros(b, 1, 6), out], 1)
 
-    @torch.no_grad()
-    def predict_sweep(
-        self, frames: torch.Tensor, index: torch.Tensor | None = None, chunk_size: int = 256
-    ) -> torch.Tensor:
-        """Whole-sweep inference in chunks of ``chunk_size`` pairs (bounded memory), equal to ``forward``.
-
-        Args:
-            frames: ``(1, N, H, W)`` in ``[0, 1]``.
-            index: ignored (accepted for the common inference interface).
-            chunk_size: pairs per CNN pass (>= 1).
-        Returns:
-            ``(1, N-1, 6)`` normalised 6-DoF of ``T_{i-1<-i}``.
-        """
-        self.check_frames(frames)
-        n = frames.shape[1]
-        step = max(1, int(chunk_size))
-        return torch.cat([self(frames[:, a - 1 : min(a + step, n)]) for a in range(1, n, step)], dim=1)
+    def decode(self, features, *, index, global_frames=None, global_index=None) -> torch.Tensor:
+        """Per-frame rows of :meth:`encode` -> ``(B, T-1, 6)`` (drops row 0)."""
+        return features[:, 1:]
 
 
 @register_model("two_frame_cnn")

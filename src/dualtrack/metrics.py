@@ -35,6 +35,7 @@ from scipy import stats
 from dualtrack.geometry import image_points, local_from_global, transform_points
 
 __all__ = [
+    "UndefinedMetricWarning",
     "DEFAULT_MAX_BYTES",
     "as_global_poses",
     "as_landmarks",
@@ -53,6 +54,12 @@ __all__ = [
     "wilcoxon_table",
     "TUSREC_METRICS",
 ]
+
+class UndefinedMetricWarning(RuntimeWarning):
+    """A metric is undefined for this sweep and reported as NaN (the FDR of a sweep that ends where
+    it started, a normalised score against a zero identity error). Callers that expect it filter
+    this category only, never every ``RuntimeWarning``."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +251,7 @@ def paper_metrics(g_gt, g_pred, shape: tuple[int, int], scale) -> dict[str, floa
     else:
         warnings.warn(
             "paper_metrics: the last frame's centre coincides with the first one; FDR is NaN",
-            RuntimeWarning,
+            UndefinedMetricWarning,
             stacklevel=2,
         )
         fdr = math.nan
@@ -494,7 +501,7 @@ def normalised_score(errors: Mapping[str, float], identity: Mapping[str, float])
             ref = float(identity[key])
             if ref == 0.0:
                 warnings.warn(
-                    f"normalised_score: identity {key} is 0; score is NaN", RuntimeWarning, stacklevel=2
+                    f"normalised_score: identity {key} is 0; score is NaN", UndefinedMetricWarning, stacklevel=2
                 )
                 out[f"{key}_norm"] = math.nan
             else:

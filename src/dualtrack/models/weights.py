@@ -1,16 +1,17 @@
-"""Released weights: ``model.safetensors`` + ``config.json``, and one loader for every source.
+"""Weights on disk: training checkpoints, released exports, and the one loader for both.
 
-``dualtrack export RUN -o DIR`` writes::
+Sources :func:`load_bundle` accepts: a run directory (``best.pt``, else ``last.pt``), a checkpoint
+file (``dualtrack-checkpoint-1``, a plain dict read with ``torch.load(weights_only=True)``), or an
+export folder written by :func:`export_model` (``dualtrack export RUN -o DIR``)::
 
     DIR/model.safetensors   the model state (weights and buffers, incl. target_mean / target_std)
     DIR/config.json         {"format", "model_name", "model_config", "target_mean", "target_std",
-                             "input": {"crop": [h, w] | null}, "source", "dualtrack_version"}
+                             "input": InputSpec.to_dict(), "source", "dualtrack_version"}
 
-``input.crop`` is the centre crop of the local input at inference
-(:func:`dualtrack.inference.predict_trajectory`'s ``crop``). :func:`load_model` accepts a run
-directory (``best.pt``, else ``last.pt``), a checkpoint file or an exported folder, rebuilds the
-registered architecture and loads the weights **strictly**: weights of another architecture or
-configuration are an error naming both, never a silent partial load.
+``input`` is the model's :class:`~dualtrack.models.spec.InputSpec` (local crop, global branch,
+halo, pixel spacing, ...), restored on loading so the predictor feeds the model as it was trained.
+The loader rebuilds the registered architecture and loads the weights **strictly**: weights of
+another architecture or configuration are an error naming both, never a silent partial load.
 """
 
 from __future__ import annotations
@@ -25,37 +26,91 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dualtrack import __version__
-from dualtrack.models import TrajectoryModel, create_model
-from dualtrack.training.checkpoint import read_checkpoint
-from dualtrack.training.runs import find_checkpoint
+from dualtrack.models.registry import TrajectoryModel, create_model
+from dualtrack.models.spec import InputSpec
 from dualtrack.utils import atomic_dir, check_output_dir
 
-__all__ = ["LoadedModel", "read_weights", "read_input_spec", "export_model", "load_bundle", "load_model"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAMES",
+    "EXPORT_FORMAT",
+    "LoadedModel",
+    "read_checkpoint",
+    "find_checkpoint",
+    "read_weights",
+    "load_bundle",
+    "load_model",
+    "export_model",
+]
+
+CHECKPOINT_FORMAT = "dualtrack-checkpoint-1"
+CHECKPOINT_NAMES = ("best.pt", "last.pt")
+"""Checkpoint files of a run directory, in order of preference for loading weights."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU (``weights_only=True``: no code is unpickled).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a dualtrack checkpoint (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise ValueError(f"{path}: cannot read as a torch checkpoint ({exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a dualtrack training checkpoint (no 'format' tag)")
+    return ckpt
+
+
+def find_checkpoint(path: str | os.PathLike, what: str = "init_from") -> Path:
+    """The weights behind a run reference: a run directory (``best.pt``, else ``last.pt``), a
+    checkpoint file, or an exported folder (``model.safetensors`` + ``config.json``).
+
+    Raises:
+        FileNotFoundError: the path does not exist or holds no weights (``what`` names the setting
+            or argument); a config that refers to it turns this into a ``ConfigError``.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"{what}: {p} does not exist (expected a run directory, checkpoint or export)"
+        )
+    if (p / "model.safetensors").is_file() and (p / "config.json").is_file():
+        return p
+    for name in CHECKPOINT_NAMES:
+        if (p / name).is_file():
+            return p / name
+    raise FileNotFoundError(
+        f"{what}: {p} has no checkpoint ({' or '.join(CHECKPOINT_NAMES)}); did that run finish at least "
+        "one epoch?"
+    )
+
 
 EXPORT_FORMAT = "dualtrack-export-1"
 
 
 @dataclass
 class LoadedModel:
-    """A model rebuilt from weights, with how to feed it.
+    """A model rebuilt from weights.
 
     Attributes:
-        model: the :class:`TrajectoryModel` (eval mode, CPU unless a device was given).
+        model: the :class:`TrajectoryModel` (eval mode, CPU unless a device was given), its
+            ``input_spec`` restored from the file.
         name: registry name. config: factory keyword arguments.
-        input: ``{"crop": [h, w] | None}``, the local-input centre crop used at inference.
         source: the file or folder the weights came from.
     """
 
     model: TrajectoryModel
     name: str
     config: dict[str, Any]
-    input: dict[str, Any]
     source: Path
-
-    @property
-    def crop(self) -> tuple[int, int] | None:
-        crop = self.input.get("crop")
-        return None if crop is None else (int(crop[0]), int(crop[1]))
 
 
 def _is_export(path: Path) -> bool:
@@ -76,26 +131,27 @@ def _read_export_config(folder: Path) -> dict[str, Any]:
 
 def _read_source(
     path: Path,
-) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], InputSpec]:
     """``(model_name, model_config, state_dict, input_spec)`` of a checkpoint file or an exported
     folder, each file read once; damaged or hostile files are a ``ValueError`` naming the file."""
     try:
         if _is_export(path):
             meta = _read_export_config(path)
-            name, config, spec = meta["model_name"], meta.get("model_config", {}), meta.get("input", {})
+            name, config, spec = meta["model_name"], meta.get("model_config", {}), meta.get("input")
             state = load_file(str(path / "model.safetensors"))
         else:
             ckpt = read_checkpoint(path)
-            name, config, spec = ckpt.get("model_name"), ckpt.get("model_config"), ckpt.get("input") or {}
+            name, config, spec = ckpt.get("model_name"), ckpt.get("model_config"), ckpt.get("input")
             state = ckpt.get("model")
     except (FileNotFoundError, ValueError):
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors / torch raise their own error types
         raise ValueError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from None
-    _check_metadata(path, name, config, spec)
+    _check_metadata(path, name, config)
+    input_spec = InputSpec.from_dict(spec, str(path))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: holds no model state_dict (a mapping of tensor names to tensors)")
-    return name, config, state, spec
+    return name, config, state, input_spec
 
 
 def read_weights(source: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
@@ -108,32 +164,16 @@ def read_weights(source: str | os.PathLike) -> tuple[str, dict[str, Any], dict[s
     return name, config, state
 
 
-def read_input_spec(source: str | os.PathLike) -> dict[str, Any]:
-    """The ``input`` entry (local crop) of a checkpoint or export."""
-    path = Path(source)
-    if _is_export(path):
-        return dict(_read_export_config(path).get("input", {}))
-    return dict(read_checkpoint(path).get("input") or {})
-
-
 MAX_PARAMETERS = 2_000_000_000
 """Largest model :func:`load_bundle` builds (a damaged config can claim any size)."""
 
 
-def _check_metadata(source: Path, name: Any, config: Any, input_spec: Any) -> None:
-    """Refuse metadata of the wrong type or a local crop that is not two positive sizes."""
+def _check_metadata(source: Path, name: Any, config: Any) -> None:
+    """Refuse a model name or config of the wrong type."""
     if not isinstance(name, str):
         raise ValueError(f"{source}: the model name must be a string, got {name!r}")
     if not isinstance(config, dict):
         raise ValueError(f"{source}: the model config must be a mapping, got {type(config).__name__}")
-    if not isinstance(input_spec, dict):
-        raise ValueError(f"{source}: the input spec must be a mapping, got {type(input_spec).__name__}")
-    crop = input_spec.get("crop")
-    if crop is not None and not (
-        isinstance(crop, (list, tuple)) and len(crop) == 2
-        and all(isinstance(c, int) and not isinstance(c, bool) and 2 <= c <= 65536 for c in crop)
-    ):
-        raise ValueError(f"{source}: input crop must be null or [height, width] in 2..65536, got {crop!r}")
 
 
 def load_bundle(
@@ -148,8 +188,8 @@ def load_bundle(
 
     Raises:
         FileNotFoundError / ValueError: nothing loadable at ``path_or_run``, an unknown model
-            name, another architecture than ``expected``, or weights that do not fit the
-            architecture (strict loading; the message names both sides).
+            name, another architecture than ``expected``, weights or a saved input spec that do
+            not fit the architecture (strict loading; the message names both sides).
     """
     source = find_checkpoint(path_or_run, "weights")
     name, config, state, input_spec = _read_source(Path(source))
@@ -170,12 +210,9 @@ def load_bundle(
         raise ValueError(
             f"{source}: the weights do not fit model {name!r} ({config}): {' '.join(first[:3])[:400]}"
         ) from None
+    model.restore_input(input_spec, str(source))
     model.to(device).eval()
-    bundle = LoadedModel(
-        model=model, name=name, config=config, input=input_spec, source=Path(source)
-    )
-    model.input_crop = bundle.crop  # predict_trajectory's default local-input crop
-    return bundle
+    return LoadedModel(model=model, name=name, config=config, source=Path(source))
 
 
 def load_model(path_or_run: str | os.PathLike, device: str | torch.device = "cpu") -> TrajectoryModel:
@@ -205,7 +242,7 @@ def export_model(path_or_run: str | os.PathLike, out_dir: str | os.PathLike, ove
         "model_config": bundle.config,
         "target_mean": bundle.model.target_mean.tolist(),
         "target_std": bundle.model.target_std.tolist(),
-        "input": bundle.input,
+        "input": bundle.model.input_spec.to_dict(),
         "source": str(bundle.source),
         "dualtrack_version": __version__,
     }
