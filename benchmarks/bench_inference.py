@@ -1,9 +1,10 @@
 """Benchmark: full-sweep inference, the shipped default against our own fp32 unchunked reference.
 
 For each sweep length ``N`` (``--frames``, default 64 256 546) of ``H x W`` (default 480 x 640) a
-random uint8 sweep held on the CPU goes through :func:`dualtrack.inference.predict_trajectory` of a
-registered model with random weights (default ``dualtrack``, paper size; ``dualtrack_tusrec2024``
-and the other registered names work the same), as a user calls it, twice:
+random uint8 sweep held on the CPU goes through :class:`dualtrack.inference.Predictor` of a
+registered model with random weights (default ``dualtrack``, paper size; ``--model-config`` gives
+its sizes as JSON, e.g. ``'{"local_encoder": {"small_window": false}}'`` for the authors' ±17-frame
+3D CNN), as a user calls it, twice:
 
 * **reference**: ``precision="fp32"``, ``chunk_size=N`` (the whole sweep in one pass, no halo);
 * **default**: the shipped defaults (``precision="auto"``: bf16 autocast on CPUs with AMX /
@@ -26,6 +27,7 @@ machine; 546 frames take minutes in fp32 on two CPU cores::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -36,7 +38,7 @@ import torch
 
 from _common import PeakMemory, device_name, sync, write_json
 from dualtrack.geometry import image_points, transform_points
-from dualtrack.inference import default_chunk_size, plan_chunks, predict_trajectory
+from dualtrack.inference import Predictor, default_chunk_size, plan_chunks
 from dualtrack.inference import recompute_share as share
 from dualtrack.models import create_model
 from dualtrack.utils import cpu_supports_bf16, resolve_precision
@@ -44,16 +46,17 @@ from dualtrack.utils import cpu_supports_bf16, resolve_precision
 SPACING = (0.229389190673828, 0.220979690551758)
 
 
-def measure(model, sweep: np.ndarray, dev: torch.device, repeats: int, **kwargs) -> dict:
-    """Median seconds of ``predict_trajectory(model, sweep, **kwargs)``, its peak memory rise and
-    the last prediction."""
+def measure(model, sweep: np.ndarray, dev: torch.device, repeats: int, **options) -> dict:
+    """Median seconds of ``Predictor.from_model(model, **options).predict(sweep)``, its peak memory
+    rise and the last prediction."""
+    predictor = Predictor.from_model(model, device=dev, **options)
     host = PeakMemory(torch.device("cpu"))
     gpu = PeakMemory(dev) if dev.type == "cuda" else None
     times = []
     for _ in range(max(1, repeats)):
         sync(dev)
         start = time.perf_counter()
-        pred = predict_trajectory(model, sweep, spacing=SPACING, device=dev, **kwargs)
+        pred = predictor.predict(sweep, spacing=SPACING)
         sync(dev)
         times.append(time.perf_counter() - start)
     out = {"seconds": statistics.median(times), "seconds_all": times,
@@ -69,25 +72,31 @@ def max_trajectory_difference_mm(g_a: np.ndarray, g_b: np.ndarray, shape: tuple[
     return float(np.linalg.norm(transform_points(g_a, pts) - transform_points(g_b, pts), axis=-1).max())
 
 
+def _model(model_name: str, model_config: dict, dev: torch.device, crop: tuple[int, int] | None):
+    torch.manual_seed(0)
+    model = create_model(model_name, **model_config).to(dev).eval()
+    model.configure_input(local_crop=crop)
+    return model
+
+
 def compare(model_name: str, device: str, lengths: list[int], height: int, width: int,
-            crop: tuple[int, int] | None, repeats: int) -> dict:
+            crop: tuple[int, int] | None, repeats: int, model_config: dict | None = None) -> dict:
     """Reference vs default for every sweep length (see the module docstring)."""
     dev = torch.device(device)
-    torch.manual_seed(0)
-    model = create_model(model_name).to(dev).eval()
+    model = _model(model_name, model_config or {}, dev, crop)
     rng = np.random.default_rng(0)
     warm = rng.integers(0, 256, (min(40, min(lengths)), height, width), dtype=np.uint8)
     for precision in ("fp32", "auto"):
-        predict_trajectory(model, warm, spacing=SPACING, device=dev, crop=crop, precision=precision)
+        Predictor.from_model(model, device=dev, precision=precision).predict(warm, spacing=SPACING)
     dtype = resolve_precision("auto", dev)
     rows = []
     for n in lengths:
         sweep = rng.integers(0, 256, (n, height, width), dtype=np.uint8)
-        ref = measure(model, sweep, dev, repeats, crop=crop, precision="fp32", chunk_size=n)
-        new = measure(model, sweep, dev, repeats, crop=crop, precision="auto")
+        ref = measure(model, sweep, dev, repeats, precision="fp32", chunk_size=n)
+        new = measure(model, sweep, dev, repeats, precision="auto")
         h, w = crop or (height, width)
         size = default_chunk_size(model, n, (h, w), dev, dtype)
-        plan = plan_chunks(n, model.temporal_receptive_field, size, balance=True)
+        plan = plan_chunks(n, model.input_spec.halo, size, balance=True)
         row = {
             "frames": n,
             "reference_s": ref["seconds"],
@@ -111,8 +120,9 @@ def compare(model_name: str, device: str, lengths: list[int], height: int, width
               f"{row['reference_peak_rss_mb']:.0f} MB), max trajectory difference "
               f"{row['max_traj_diff_mm']:.3g} mm, {row['default_chunks']} chunk(s)", flush=True)
     return {
-        "benchmark": "predict_trajectory: shipped default vs fp32 unchunked reference",
+        "benchmark": "Predictor.predict: shipped default vs fp32 unchunked reference",
         "model": model_name,
+        "model_config": model_config or {},
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(dev),
         "device_name": device_name(dev),
@@ -120,7 +130,7 @@ def compare(model_name: str, device: str, lengths: list[int], height: int, width
         "default_precision": str(dtype).replace("torch.", "") if dtype is not None else "fp32",
         "shape": [height, width],
         "crop": list(crop) if crop else None,
-        "halo": model.temporal_receptive_field,
+        "halo": model.input_spec.halo,
         "repeats": repeats,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -132,12 +142,11 @@ def run(model_name: str, device: str, frames: int, height: int, width: int, crop
         chunk_size: int | None, precision: str, repeats: int) -> dict:
     """One timed configuration (used by ``run_dualtrack_pipeline.py``): median seconds, peak memory."""
     dev = torch.device(device)
-    torch.manual_seed(0)
-    model = create_model(model_name).to(dev).eval()
+    model = _model(model_name, {}, dev, crop)
     sweep = np.random.default_rng(0).integers(0, 256, (frames, height, width), dtype=np.uint8)
-    predict_trajectory(model, sweep[: min(40, frames)], spacing=SPACING, device=dev, crop=crop,
-                       precision=precision)
-    m = measure(model, sweep, dev, repeats, crop=crop, chunk_size=chunk_size, precision=precision)
+    warm = Predictor.from_model(model, device=dev, precision=precision)
+    warm.predict(sweep[: min(40, frames)], spacing=SPACING)
+    m = measure(model, sweep, dev, repeats, chunk_size=chunk_size, precision=precision)
     return {
         "model": model_name, "parameters": sum(p.numel() for p in model.parameters()),
         "device_name": device_name(dev), "frames": frames, "shape": [height, width],
@@ -161,13 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640, help="frame width in pixels (default 640)")
     parser.add_argument("--crop", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
                         help="centre crop of the local input (default 256 256, the paper's)")
+    parser.add_argument("--model-config", type=json.loads, default={}, metavar="JSON",
+                        help="model sizes as JSON, e.g. '{\"local_encoder\": {\"small_window\": false}}'")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per setting (default 1)")
     parser.add_argument("--out", type=Path, default=Path("benchmark_output/inference.json"), help="JSON file")
     args = parser.parse_args(argv)
     if min(args.frames) < 2:
         parser.error("--frames must be at least 2")
     result = compare(args.model, args.device, args.frames, args.height, args.width, tuple(args.crop),
-                     args.repeats)
+                     args.repeats, args.model_config)
     write_json(args.out, result)
     print(f"{args.model} on {result['device_name']} ({result['torch_threads']} threads, default precision "
           f"{result['default_precision']}) -> {args.out}")

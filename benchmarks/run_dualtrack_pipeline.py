@@ -15,7 +15,7 @@ For a GPU machine with a per-command time limit. One invocation:
 4. evaluates the four models on the held-out test subjects (GPE, LPE, FDR, max drift, Wilcoxon tests,
    the global-branch check) with :func:`dualtrack.evaluation.benchmark.run_benchmark`, which reuses
    the finished runs;
-5. times full-sweep inference (``benchmarks/bench_inference.py``: ``predict_trajectory`` of the
+5. times full-sweep inference (``benchmarks/bench_inference.py``: ``Predictor.predict`` of the
    full-size ``dualtrack`` architecture on a 546-frame 480 x 640 sweep, peak GPU memory); the time does
    not depend on the weights, so random weights of the same architecture are used;
 6. writes ``<out>/pipeline.json`` and ``<out>/pipeline.md``.
@@ -311,7 +311,7 @@ def pipeline_markdown(report: dict) -> str:
     lines += ["", "## Full-sweep inference", ""]
     if inf:
         lines += [
-            f"`predict_trajectory` of `{inf['model']}` ({inf['parameters'] / 1e6:.1f} M parameters, random "
+            f"`Predictor.predict` of `{inf['model']}` ({inf['parameters'] / 1e6:.1f} M parameters, random "
             f"weights), {inf['frames']} frames of {inf['shape'][0]} x {inf['shape'][1]}, local crop "
             f"{inf['crop']}, chunks of {inf['chunk_size'] or 'automatic'} frames, "
             f"precision {inf['precision']}, "
@@ -437,7 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = benchmark_config(args, root, splits_path)
             plan = plan_benchmark(cfg, root, splits_path, s)
             jobs = run_pipeline(plan, s, sys.argv, deadline=work.end)
-            this_run = {j.key: {"action": j.action, "seconds": j.seconds, "finished": j.finished} for j in jobs}
+            this_run = {j.key: {"action": j.action, "seconds": j.seconds, "finished": j.finished}
+                        for j in jobs}
             stages = stage_report(plan, this_run, previous, args.throughput_warmup)
             trained = any(v["action"] in ("train", "resume") for v in this_run.values())
             if all(v["finished"] for v in this_run.values()):

@@ -66,7 +66,8 @@ def test_imports_point_one_way() -> None:
             continue
         for target in _imports(path) - {own}:
             if target in LAYERS and LAYERS[target] > LAYERS[own]:
-                bad.append(f"{rel} ({own}, layer {LAYERS[own]}) imports dualtrack.{target} (layer {LAYERS[target]})")
+                bad.append(f"{rel} ({own}, layer {LAYERS[own]}) imports dualtrack.{target} "
+                           f"(layer {LAYERS[target]})")
     assert not bad, "\n".join(bad)
 
 
@@ -84,7 +85,8 @@ def _shipped_model_configs() -> list[tuple[str, dict]]:
     return sorted(out.items())
 
 
-@pytest.mark.parametrize(("where", "model"), _shipped_model_configs(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(("where", "model"), _shipped_model_configs(),
+                         ids=lambda x: x if isinstance(x, str) else "")
 def test_every_shipped_config_builds_a_model_that_takes_a_training_step(where: str, model: tuple) -> None:
     """Every training config shipped (and every stage of every shipped benchmark) builds its model,
     which takes one optimiser step on a tiny clip (lightning-hydra-template's config test)."""

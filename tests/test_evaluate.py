@@ -160,7 +160,8 @@ class StillModel(TrajectoryModel):
 
 def test_identity_prediction_scores_zero(tiny_dataset):
     dataset = TusRecDataset(tiny_dataset)
-    ev = evaluate_model(Predictor.from_model(StillModel(), device="cpu"), dataset, dataset.scans[:2], tusrec=True)
+    still = Predictor.from_model(StillModel(), device="cpu")
+    ev = evaluate_model(still, dataset, dataset.scans[:2], tusrec=True)
     for row in ev.table.values():
         assert row["final_score"] == pytest.approx(0.0, abs=1e-9)
         assert row["GPE_norm"] == pytest.approx(0.0, abs=1e-9)

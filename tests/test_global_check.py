@@ -102,7 +102,8 @@ def test_identity_replacement_equals_plain_inference() -> None:
     with pytest.raises(RuntimeError, match="changed the shape"):
         predictor.predict(SWEEPS[0], replace_global=lambda f, i: f[:, :1])
     with pytest.raises(ValueError, match="no separate global branch"):
-        Predictor.from_model(create_model("local_only_tiny")).predict(SWEEPS[0], replace_global=lambda f, i: f)
+        local = Predictor.from_model(create_model("local_only_tiny"))
+        local.predict(SWEEPS[0], replace_global=lambda f, i: f)
 
 
 def test_check_detects_a_global_branch_that_matters() -> None:

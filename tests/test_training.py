@@ -362,7 +362,8 @@ def test_local_stage_run_directory_and_phases(tiny_dataset, tmp_path):
     rows = _rows(run)
     train_rows = [r for r in rows if r["train_loss"]]
     assert [int(r["step"]) for r in train_rows] == list(range(1, 9))
-    assert [r["phase"] for r in train_rows] == ["cnn", "cnn", "pooling", "pooling", *["temporal"] * n_train_scans]
+    phases = ["cnn", "cnn", "pooling", "pooling", *["temporal"] * n_train_scans]
+    assert [r["phase"] for r in train_rows] == phases
     assert all(float(r["train_loss"]) > 0 and float(r["items_per_s"]) > 0 for r in train_rows)
     val_rows = [r for r in rows if r["val_GPE"]]
     assert len(val_rows) == 3 and all(float(r["val_GPE"]) > 0 for r in val_rows)

@@ -6,15 +6,19 @@
    simulated forearm sweeps (``data/``);
 2. :func:`dualtrack.data.make_splits` splits it by subject into train / validation / test
    (``splits.json``);
-3. :func:`dualtrack.training.loop.train` trains DualTrack through its stages, each its own run
-   directory: ``runs/local`` (``local_only``: CNN phase then pooling phase), ``runs/global``
-   (``global_only``) and ``runs/fusion`` (``dualtrack``, both encoders loaded from the earlier runs
-   and frozen). The stage-1 model doubles as the local-only model for contrast;
+3. the pipeline runner (:func:`dualtrack.training.pipeline.run_pipeline`) trains DualTrack's stage
+   graph ``configs/pipeline.yaml`` at the plan's sizes, each stage its own run directory:
+   ``runs/dualtrack/local`` (``local_only``: CNN and pooling phases on clips, then the temporal
+   transformer on whole sweeps), ``runs/dualtrack/global`` (``global_only``) and
+   ``runs/dualtrack/fusion`` (``dualtrack``: both encoders loaded from the earlier runs; the 3D CNN
+   and the pooling stay frozen, the rest trains, as in the authors' fusion). The stage-1 model
+   doubles as the local-only model for contrast;
 4. the fused model and the two single-encoder stages (local-only, global-only) predict every
    held-out test sweep (:class:`dualtrack.inference.Predictor`) and are scored with the
    paper's metrics and the official all-pixel / landmark TUS-REC metrics
    (``evaluation/``), next to the trivial "no motion" (identity) prediction;
-5. :func:`dualtrack.predict.predict_file` predicts one test sweep into ``prediction/`` and
+5. :func:`dualtrack.predict.write_prediction` writes the evaluation's prediction of one test sweep
+   into ``prediction/`` (the files ``dualtrack predict`` writes; no sweep is predicted twice) and
    :func:`dualtrack.reconstruction.reconstruct_volume` compounds it with the predicted and with
    the true trajectory (``volumes/*.nrrd`` plus a Slicer sequence ``volumes/sweep.seq.mha``);
 6. :mod:`dualtrack.reconstruction.report` draws the trajectory, drift curves, orthogonal slices
@@ -46,11 +50,13 @@ import numpy as np
 
 from dualtrack.data import TusRecDataset, load_splits, make_splits, parse_dataset_key, save_splits
 from dualtrack.evaluation.evaluate import evaluate_model, select_scans, summarise, write_results
+from dualtrack.geometry import local_from_global
 from dualtrack.inference import Predictor
 from dualtrack.metrics import drift_curve, identity_errors, paper_metrics
-from dualtrack.predict import predict_file
+from dualtrack.predict import write_prediction
 from dualtrack.reconstruction import Volume, reconstruct_volume, write_nrrd, write_sequence_metafile
 from dualtrack.simulate.presets import get_preset
+from dualtrack.training.config import load_config
 from dualtrack.training.pipeline import load_pipeline, plan_pipeline, run_pipeline
 from dualtrack.utils import DEFAULT_DEVICE, atomic_write, cpu_name, resolve_device
 
@@ -194,7 +200,7 @@ class DemoResult:
         table: metrics table rows (means over the test scans), one per method plus identity.
         per_scan: ``{method: {scan key: {metric: value}}}`` on the test scans.
         test_scan: the sweep predicted and reconstructed (``sub<id>__<name>``).
-        prediction: the :func:`~dualtrack.predict.predict_file` output folder.
+        prediction: the folder of :func:`~dualtrack.predict.write_prediction` (``dualtrack predict``'s files).
         volumes: ``{"predicted", "true"}`` NRRD paths. sequence: the Slicer sequence file.
         report: the HTML report. figures: ``{name: png path}``.
         timings: wall seconds per step and ``total``.
@@ -323,14 +329,15 @@ def _identity_table(dataset: TusRecDataset, scans: list[tuple[str, str]]) -> dic
 def _evaluate(runs: dict[str, Path], dataset: TusRecDataset, splits: Path, device: str, out: Path,
               poses: dict[tuple[str, str], np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
     """Per-scan errors ``{method: {scan: {metric: value}}}`` on the test split (files in ``out``);
-    ``poses[("local", scan)]`` receives the local-only model's predicted global poses (the figures
-    draw them, so the sweep is not predicted again)."""
+    ``poses[(method, scan)]`` receives the predicted global poses of :data:`TRAJECTORY_METHODS` (the
+    prediction folder and the figures use them, so no sweep is predicted again)."""
     scans = select_scans(dataset, "test", splits)
     tables = {}
     for method, run in (("dualtrack", runs["fusion"]), ("local", runs["local"]), ("global", runs["global"])):
         predictor = Predictor.from_run(run, device=device)
-        ev = evaluate_model(predictor, dataset, scans, tusrec=True, keep_poses=method == "local")
-        ev.info.update(model=predictor.model.model_name, weights=predictor.source, split="test", note=DEMO_LABEL)
+        ev = evaluate_model(predictor, dataset, scans, tusrec=True, keep_poses=method in TRAJECTORY_METHODS)
+        ev.info.update(model=predictor.model.model_name, weights=predictor.source, split="test",
+                       note=DEMO_LABEL)
         write_results(ev, out / method)
         tables[method] = ev.table
         poses.update({(method, key): g for key, g in ev.poses.items()})
@@ -477,23 +484,27 @@ def run_demo(
     t = time.perf_counter()
     key = _pick_test_scan(tables)
     subject, name = parse_dataset_key(key)
-    log.info("[5/6] predicting and reconstructing %s", key)
-    pred = predict_file(dataset.frames_path(subject, name), runs["fusion"], out / "prediction",
-                        device=str(dev), tusrec_metrics=True, overwrite=True)
+    log.info("[5/6] writing the prediction of %s and reconstructing it", key)
     sweep = dataset.load(subject, name)
+    predicted = kept[("dualtrack", key)]
+    write_prediction(out / "prediction", dataset.frames_path(subject, name), sweep,
+                     local_from_global(predicted), predicted,
+                     model_name=load_config(runs["fusion"] / "config.yaml").model.name,
+                     weights=str(runs["fusion"]), ground_truth=True, tusrec_metrics=True, device=str(dev),
+                     overwrite=True)
     s_mat = sweep.calibration.scale
     vol_dir = out / "volumes"
     vols: dict[str, Volume] = {}
     paths: dict[str, Path] = {}
-    for which, g in (("predicted", pred.global_), ("true", sweep.global_transforms())):
+    for which, g in (("predicted", predicted), ("true", sweep.global_transforms())):
         vols[which] = reconstruct_volume(sweep.frames, g, s_mat, spacing_mm=plan.recon_spacing_mm,
                                          device=str(dev))
         paths[which] = write_nrrd(vol_dir / f"{which}.nrrd", vols[which], custom_fields={
             "dualtrack_scan": key, "dualtrack_poses": "DualTrack (demo) prediction" if which == "predicted"
             else "tracker ground truth"})
-    sequence = write_sequence_metafile(vol_dir / "sweep.seq.mha", sweep.frames, pred.global_, s_mat,
+    sequence = write_sequence_metafile(vol_dir / "sweep.seq.mha", sweep.frames, predicted, s_mat,
                                        extra_poses={"TrueImage": sweep.global_transforms()})
-    poses = {"true": sweep.global_transforms(), "dualtrack": pred.global_, "local": kept[("local", key)]}
+    poses = {"true": sweep.global_transforms(), "dualtrack": predicted, "local": kept[("local", key)]}
     timings["predict_reconstruct"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -536,7 +547,7 @@ def run_demo(
                                     table, images, notes)
     result = DemoResult(
         out_dir=out, plan=plan, device=str(dev), dataset=Path(root), splits=splits.to_dict(), runs=runs,
-        table=table, per_scan=tables, test_scan=key, prediction=pred.out_dir, volumes=paths,
+        table=table, per_scan=tables, test_scan=key, prediction=out / "prediction", volumes=paths,
         sequence=sequence, report=report_path, figures=figs, timings=timings,
     )
     summary = _result_json(result)

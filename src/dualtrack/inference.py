@@ -187,7 +187,7 @@ def default_chunk_size(
     dtype: torch.dtype | None,
     memory_budget_gb: float | None = None,
 ) -> int:
-    """The automatic chunk size :func:`predict_trajectory` uses for ``num_frames`` local inputs of
+    """The automatic chunk size :class:`Predictor` uses for ``num_frames`` local inputs of
     ``frame_shape = (h, w)`` at autocast ``dtype`` (``None`` = fp32) on ``device`` (see
     :func:`auto_chunk_size`; use it with ``balance=True``)."""
     budget = memory_budget_bytes(device) if memory_budget_gb is None else int(memory_budget_gb * 1e9)
@@ -356,7 +356,8 @@ class Predictor:
             raise ValueError(f"{where}: frames must be uint8 B-mode images, got {frames.dtype}")
         if frames.ndim != 3 or frames.shape[0] < spec.min_frames:
             raise ValueError(
-                f"{where}: {model.model_name} needs frames (N >= {spec.min_frames}, H, W), got {tuple(frames.shape)}"
+                f"{where}: {model.model_name} needs frames (N >= {spec.min_frames}, H, W), "
+                f"got {tuple(frames.shape)}"
             )
         if replace_global is not None and not spec.has_global_branch:
             raise ValueError(f"{self.source}: model {model.model_name!r} has no separate global branch")
@@ -377,7 +378,8 @@ class Predictor:
             with torch.inference_mode(), autocast(device, self.dtype):
                 size = self.chunk_size
                 if size is None:
-                    size = default_chunk_size(model, len(selected), (h, w), device, self.dtype, self.memory_budget_gb)
+                    size = default_chunk_size(model, len(selected), (h, w), device, self.dtype,
+                                              self.memory_budget_gb)
                 features = self._encode(local, size, balance=self.chunk_size is None)
                 extra = {}
                 if spec.has_global_branch:
@@ -408,7 +410,8 @@ class Predictor:
                 [geometry.interpolate_steps(m, int(g)) for m, g in zip(local_poses, gaps, strict=True)]
             )
             params_np = geometry.matrix_to_params(geometry.corner_to_centre(local_poses, centre))
-        return TrajectoryPrediction(local=local_poses, global_=geometry.chain_local(local_poses), params=params_np)
+        return TrajectoryPrediction(local=local_poses, global_=geometry.chain_local(local_poses),
+                                    params=params_np)
 
     def _encode(self, frames: torch.Tensor, chunk_size: int, *, balance: bool) -> torch.Tensor:
         """``model.encode`` of a whole sweep ``(N, H, W)`` (on the device) in chunks with the spec's

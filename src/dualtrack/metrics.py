@@ -501,7 +501,8 @@ def normalised_score(errors: Mapping[str, float], identity: Mapping[str, float])
             ref = float(identity[key])
             if ref == 0.0:
                 warnings.warn(
-                    f"normalised_score: identity {key} is 0; score is NaN", UndefinedMetricWarning, stacklevel=2
+                    f"normalised_score: identity {key} is 0; score is NaN", UndefinedMetricWarning,
+                    stacklevel=2,
                 )
                 out[f"{key}_norm"] = math.nan
             else:

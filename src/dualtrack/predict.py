@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 
 from dualtrack.data.scan import load_scan
+from dualtrack.data.sweep import Sweep
 from dualtrack.inference import Predictor
 from dualtrack.metrics import identity_errors, normalised_score, paper_metrics, tusrec_metrics
 from dualtrack.reconstruction.export import write_trajectory
 from dualtrack.utils import DEFAULT_DEVICE, atomic_dir, check_output_dir
 
-__all__ = ["PredictResult", "OUTPUT_FILES", "sweep_metrics", "predict_file"]
+__all__ = ["PredictResult", "OUTPUT_FILES", "sweep_metrics", "write_prediction", "predict_file"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,68 @@ def sweep_metrics(
     return out
 
 
+def write_prediction(
+    out: Path,
+    scan: Path,
+    sweep: Sweep,
+    local: np.ndarray,
+    global_: np.ndarray,
+    *,
+    model_name: str,
+    weights: str,
+    ground_truth: bool,
+    tusrec_metrics: bool = False,
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    """Write one sweep's predicted trajectory into ``out`` (see the module docstring for the files).
+
+    Args:
+        out: the output folder (checked with :func:`dualtrack.utils.check_output_dir` by the caller).
+        scan: the scan the poses belong to (recorded in the files). sweep: its :class:`Sweep`.
+        local, global_: ``(N-1, 4, 4)`` / ``(N, 4, 4)`` predicted poses, corner-origin image mm.
+        model_name, weights: recorded in the files.
+        ground_truth: the sweep has true poses: also write ``metrics.json``.
+        tusrec_metrics, device: the official all-pixel metrics too, computed on ``device``.
+        overwrite: replace earlier outputs in ``out``.
+
+    Returns:
+        ``(files, metrics)``: the written paths and the content of ``metrics.json`` (``None``
+        without ground truth). Everything is written into a temporary folder that replaces the old
+        outputs only when complete.
+    """
+    attrs = {
+        "spacing": np.asarray(sweep.spacing, dtype=np.float64),
+        "shape": np.asarray(sweep.shape, dtype=np.int64),
+        "scan": str(scan),
+        "model": model_name,
+        "weights": weights,
+    }
+    metrics = None
+    if ground_truth:
+        errors = sweep_metrics(
+            sweep.global_transforms(), global_, sweep.shape, sweep.calibration.scale,
+            landmarks=sweep.landmarks, tusrec=tusrec_metrics, device=device,
+        )
+        metrics = _finite_or_none({
+            "scan": str(scan),
+            "model": model_name,
+            "weights": weights,
+            "num_frames": sweep.num_frames,
+            "units": "mm (FDR in %, normalised scores unitless)",
+            **errors,
+        })
+    with atomic_dir(out, overwrite, managed=OUTPUT_FILES) as tmp:
+        write_trajectory(tmp / "trajectory.h5", local, global_, attrs=attrs)
+        write_trajectory(tmp / "trajectory.csv", local, global_, attrs=attrs)
+        if metrics is not None:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    files = {"trajectory_h5": out / "trajectory.h5", "trajectory_csv": out / "trajectory.csv"}
+    if metrics is not None:
+        files["metrics_json"] = out / "metrics.json"
+    return files, metrics
+
+
 def predict_file(
     scan: str | os.PathLike,
     weights: str | os.PathLike,
@@ -184,36 +247,10 @@ def predict_file(
     seconds = time.perf_counter() - t0
     log.info("predicted %d poses in %.2f s", sweep.num_frames, seconds)
 
-    attrs = {
-        "spacing": np.asarray(sweep.spacing, dtype=np.float64),
-        "shape": np.asarray(sweep.shape, dtype=np.int64),
-        "scan": str(scan),
-        "model": model.model_name,
-        "weights": predictor.source,
-    }
-    metrics = None
-    if has_gt:
-        errors = sweep_metrics(
-            sweep.global_transforms(), pred.global_, sweep.shape, sweep.calibration.scale,
-            landmarks=sweep.landmarks, tusrec=tusrec_metrics, device=str(predictor.device),
-        )
-        metrics = _finite_or_none({
-            "scan": str(scan),
-            "model": model.model_name,
-            "weights": predictor.source,
-            "num_frames": sweep.num_frames,
-            "units": "mm (FDR in %, normalised scores unitless)",
-            **errors,
-        })
-    # Every output is written into a temporary folder that replaces the old outputs only when complete.
-    with atomic_dir(out, overwrite, managed=OUTPUT_FILES) as tmp:
-        write_trajectory(tmp / "trajectory.h5", pred.local, pred.global_, attrs=attrs)
-        write_trajectory(tmp / "trajectory.csv", pred.local, pred.global_, attrs=attrs)
-        if metrics is not None:
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    files = {"trajectory_h5": out / "trajectory.h5", "trajectory_csv": out / "trajectory.csv"}
-    if metrics is not None:
-        files["metrics_json"] = out / "metrics.json"
+    files, metrics = write_prediction(
+        out, scan, sweep, pred.local, pred.global_, model_name=model.model_name, weights=predictor.source,
+        ground_truth=has_gt, tusrec_metrics=tusrec_metrics, device=str(predictor.device), overwrite=overwrite,
+    )
     return PredictResult(
         out_dir=out, scan=scan, weights=Path(predictor.source), model_name=model.model_name,
         num_frames=sweep.num_frames, shape=sweep.shape, spacing=tuple(sweep.spacing),

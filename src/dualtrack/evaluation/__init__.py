@@ -1,4 +1,6 @@
-"""Evaluation: trajectory metrics (:mod:`.metrics`), TUS-REC submission adapter (:mod:`.submission`)."""
+"""Evaluation: tables and paired tests (:mod:`.evaluate`), the global-branch check, the benchmark and the
+TUS-REC submission adapter (:mod:`.submission`); the metric functions (:mod:`dualtrack.metrics`) are
+re-exported here."""
 
 from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs
 from dualtrack.metrics import (

@@ -105,7 +105,10 @@ class Coupled(TrajectoryModel):
     """``coupled``: local encoder + wide temporal transformer (``fusion`` sizes) + head."""
 
     def __init__(
-        self, *, local_encoder: LocalEncoderConfig | dict | None = None, fusion: FusionConfig | dict | None = None
+        self,
+        *,
+        local_encoder: LocalEncoderConfig | dict | None = None,
+        fusion: FusionConfig | dict | None = None,
     ) -> None:
         lcfg = part_config(LocalEncoderConfig, local_encoder)
         fcfg = part_config(FusionConfig, fusion)
@@ -154,11 +157,13 @@ class DualTrack(TrajectoryModel):
         fcfg = part_config(FusionConfig, fusion)
         enc = LocalEncoder(lcfg)
         super().__init__(
-            InputSpec(halo=enc.temporal_receptive_field, global_stride=global_stride, global_size=(gcfg.size, gcfg.size))
+            InputSpec(halo=enc.temporal_receptive_field, global_stride=global_stride,
+                      global_size=(gcfg.size, gcfg.size))
         )
         self.local_encoder = enc
         self.global_encoder = GlobalEncoder(gcfg)
-        self.fusion = FusionDecoder(lcfg.dim, gcfg.dim, fcfg.dim, fcfg.layers, fcfg.heads, fcfg.ffn, fcfg.dropout)
+        self.fusion = FusionDecoder(lcfg.dim, gcfg.dim, fcfg.dim, fcfg.layers, fcfg.heads, fcfg.ffn,
+                                    fcfg.dropout)
         self.head = TransitionHead(fcfg.dim)
         self.groups = {**_LOCAL_GROUPS, "global": "global_encoder", "fusion": "fusion", "head": "head"}
 

@@ -72,7 +72,8 @@ class LocalEncoder(nn.Module):
     def __init__(self, cfg: LocalEncoderConfig) -> None:
         super().__init__()
         self.cnn = ResNet3d(1, cfg.cnn_width, cfg.cnn_layers, cfg.temporal_kernel, cfg.small_window)
-        self.pool = AttentionPool(self.cnn.num_features, cfg.dim, cfg.pool_layers, cfg.heads, cfg.ffn, cfg.pool_patch)
+        self.pool = AttentionPool(self.cnn.num_features, cfg.dim, cfg.pool_layers, cfg.heads, cfg.ffn,
+                                  cfg.pool_patch)
         self.temporal = TransformerEncoder(cfg.dim, cfg.temporal_layers, cfg.heads, cfg.ffn, cfg.dropout)
         self.dim = cfg.dim
 

@@ -191,7 +191,8 @@ class TrajectoryModel(nn.Module):
             global_index = global_index.to(device=frames.device, dtype=torch.long)
         elif global_frames is not None:
             raise ValueError(f"{self.model_name}: has no global branch; do not pass global_frames")
-        return self.decode(self.encode(frames), index=index, global_frames=global_frames, global_index=global_index)
+        features = self.encode(frames)
+        return self.decode(features, index=index, global_frames=global_frames, global_index=global_index)
 
     # -- parameter groups, freezing, stages ------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -294,5 +295,7 @@ def create_model(name: str, **cfg: Any) -> TrajectoryModel:
             )
     model = fn(**cfg)
     model.model_name = name
-    model.model_config = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in cfg.items()}
+    model.model_config = {
+        k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in cfg.items()
+    }
     return model

@@ -40,8 +40,8 @@ def _count(value: Any, what: str, minimum: int, optional: bool = True) -> int | 
     if value is None and optional:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"input spec: {what} must be {'null or ' if optional else ''}an integer >= {minimum}, "
-                         f"got {value!r}")
+        allowed = f"{'null or ' if optional else ''}an integer >= {minimum}"
+        raise ValueError(f"input spec: {what} must be {allowed}, got {value!r}")
     return int(value)
 
 
@@ -91,8 +91,10 @@ class InputSpec:
             raise ValueError(f"input spec: intensity_divisor must be a positive number, got {d!r}")
         set_(self, "intensity_divisor", float(d))
         if (self.global_stride is None) != (self.global_size is None):
-            raise ValueError("input spec: global_stride and global_size are set together (a global branch) or "
-                             f"not at all, got {self.global_stride!r} and {self.global_size!r}")
+            raise ValueError(
+                "input spec: global_stride and global_size are set together (a global branch) or not at "
+                f"all, got {self.global_stride!r} and {self.global_size!r}"
+            )
 
     @property
     def has_global_branch(self) -> bool:

@@ -7,7 +7,7 @@ An item is a dict of tensors:
 * ``index``: ``(T,)`` long, the frame's position in the (possibly reversed) sweep;
 * ``global_frames`` / ``global_index`` (models with a global branch, ``global_stride = s``): the
   **uncropped** input frames ``0, s, 2s, ...`` at the global size ``(Tg, hg, wg)`` uint8 and their
-  positions, exactly what :func:`dualtrack.inference.predict_trajectory` feeds at inference;
+  positions, exactly what :class:`dualtrack.inference.Predictor` feeds at inference;
 * ``target``: ``(T-1, 6)`` float32, row ``k-1`` the 6-DoF ``(tx, ty, tz [mm], rx, ry, rz [deg])``
   of ``T_{k-1<-k}`` between consecutive *input* frames, in centre-origin image mm of the frames
   the network sees (after crop and flip), **not** normalised (the model's buffers hold the

@@ -345,8 +345,8 @@ class _Trainer:
     def _save(self, name: str, optimizer, scheduler) -> None:
         if not math.isfinite(self.state.loss_sum):
             raise FloatingPointError(
-                f"training loss became {self.state.loss_sum} before step {self.state.step}; not saving {name} "
-                "(lower optim.lr or set optim.grad_clip)"
+                f"training loss became {self.state.loss_sum} before step {self.state.step}; not saving "
+                f"{name} (lower optim.lr or set optim.grad_clip)"
             )
         if self.info.is_main:
             save_checkpoint(
@@ -558,7 +558,8 @@ class _Trainer:
                 log.warning(
                     "phase %r: %d-frame clips but the model's per-frame features depend on ±%d frames; "
                     "every training frame sees zero padding where inference sees real frames. Use "
-                    "sampling.clip_length >= %d or a smaller receptive field (local_encoder.small_window: true)",
+                    "sampling.clip_length >= %d or a smaller receptive field "
+                    "(model.local_encoder.small_window: true)",
                     phase.name, s.clip_length, halo, 2 * halo + 2,
                 )
 

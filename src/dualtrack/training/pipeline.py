@@ -280,7 +280,8 @@ def plan_pipeline(
                 if ref is not None:
                     refs.append((what, _stage_ref(models, m, i, ref, f"stage.{what}")))
             pending_refs[key] = refs
-            jobs[key] = StageJob(key=key, run_dir=runs_dir / m.name / s.name, config=TrainConfig(), depends=())
+            jobs[key] = StageJob(key=key, run_dir=runs_dir / m.name / s.name, config=TrainConfig(),
+                                 depends=())
 
     def final_dir(model_name: str, seen: tuple[str, ...] = ()) -> tuple[Path, tuple[str, ...]]:
         """Weights of a model and the job keys behind them."""

@@ -163,8 +163,8 @@ def _load_source(model: TrajectoryModel, key: str, path: str) -> None:
     except (KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise ConfigError(
-            f"{what}: {path} holds a {name!r} model ({mcfg}) whose {', '.join(source.modules)} does not match "
-            f"{model.model_name!r} ({cfg_text(model)}): {first}"
+            f"{what}: {path} holds a {name!r} model ({mcfg}) whose {', '.join(source.modules)} does not "
+            f"match {model.model_name!r} ({cfg_text(model)}): {first}"
         ) from None
     log.info("%s: loaded %s from %s (%s)", what, ", ".join(source.modules), path, name)
 
