@@ -27,6 +27,7 @@ import yaml
 from dualtrack.data.splits import Splits, load_splits
 from dualtrack.models.weights import read_checkpoint
 from dualtrack.training.config import ConfigError, TrainConfig, coerce, config_to_dict, load_config
+from dualtrack.training.loop import train
 from dualtrack.training.stages import resolve_phases
 
 __all__ = [
@@ -56,7 +57,7 @@ class StageSpec:
         config: training config (shipped name such as ``local`` or a YAML path).
         overrides: ``key=value`` training overrides of this stage.
         local_from, global_from, init_from: references to earlier runs (``stage``, ``model.stage`` or
-            ``model``), set as ``stage.local_from`` etc.; unset ones are cleared, so a benchmark never
+            ``model``), set as ``stage.local_from`` etc.; unset ones are cleared, so a pipeline never
             picks up a run from outside itself by accident.
     """
 
@@ -70,7 +71,7 @@ class StageSpec:
 
 @dataclass
 class ModelSpec:
-    """A row of the table.
+    """A model of the pipeline (in a benchmark: a row of the table).
 
     Attributes:
         name: id used for files and references (letters, digits, ``_``, ``-``).
@@ -79,8 +80,9 @@ class ModelSpec:
         reuse: ``model.stage`` or ``model`` whose run is this model (no training of its own).
         run_dir: an existing run directory, checkpoint or exported folder (no training).
         overrides: ``key=value`` training overrides applied to every stage of this model.
-        comparison: show the model in the baseline-comparison block.
-        ablation: ``[local, global, dual_encoder]`` marks of the ablation block (``null`` = not in it).
+        comparison: (benchmark table) show the model in the baseline-comparison block.
+        ablation: (benchmark table) ``[local, global, dual_encoder]`` marks of the ablation block
+            (``null`` = not in it).
     """
 
     name: str = ""
@@ -353,8 +355,6 @@ def run_pipeline(
         ConfigError: a run trained with other settings, or a stage that stopped early without a
             deadline (``runtime.stop_after_steps``).
     """
-    from dualtrack.training.loop import train
-
     for job in plan.jobs:
         job.state = stage_state(job.run_dir, job.config, splits)
         job.action = {"finished": "reuse", "partial": "resume", "missing": "train"}[job.state]
