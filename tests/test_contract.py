@@ -14,13 +14,13 @@ import torch
 
 from conftest import model_inputs
 from dualtrack.data import TusRecDataset, read_calibration
+from dualtrack.data.trajectory import read_trajectory
 from dualtrack.evaluation.benchmark import load_benchmark_config, shipped_benchmarks
 from dualtrack.evaluation.evaluate import evaluate_model
 from dualtrack.evaluation.global_check import predict_with_global_input
 from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs, model_predictor
 from dualtrack.inference import Predictor
 from dualtrack.models import LocalEncoderConfig, create_model
-from dualtrack.reconstruction.export import read_trajectory
 from dualtrack.training.config import load_config, shipped_configs
 from dualtrack.training.stages import build_model, resolve_phases
 

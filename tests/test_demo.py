@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from dualtrack.cli import main
+from dualtrack.data.trajectory import read_trajectory
 from dualtrack.demo import DEMO_LABEL, OUTPUT_ENTRIES, findings, format_summary, results_markdown, run_demo
 from dualtrack.evaluation.evaluate import read_table
-from dualtrack.reconstruction.export import read_nrrd, read_sequence_metafile, read_trajectory
+from dualtrack.reconstruction.export import read_nrrd, read_sequence_metafile
 
 PAPER = ("GPE (mm)", "LPE (mm)", "FDR (%)", "max drift (mm)")
 OFFICIAL = ("GPE all-pixel (mm)", "LPE all-pixel (mm)", "GLE (mm)", "LLE (mm)")

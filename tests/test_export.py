@@ -10,19 +10,17 @@ import pytest
 
 from dualtrack.cli import main
 from dualtrack.data import TUSREC2024_CALIBRATION, write_calibration, write_scan
+from dualtrack.data.trajectory import TRAJECTORY_CONVENTION, read_trajectory, write_trajectory
 from dualtrack.geometry import params_to_matrix
 from dualtrack.reconstruction.compounding import Volume, reconstruct_volume
 from dualtrack.reconstruction.export import (
     IMAGE_MM_TO_RAS,
-    TRAJECTORY_CONVENTION,
     poses_from_image_to_reference,
     read_nrrd,
     read_nrrd_header,
     read_sequence_metafile,
-    read_trajectory,
     write_nrrd,
     write_sequence_metafile,
-    write_trajectory,
 )
 
 RNG = np.random.default_rng(7)

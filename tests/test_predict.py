@@ -14,12 +14,12 @@ from conftest import predict
 from dualtrack.cli import main
 from dualtrack.data import TusRecDataset
 from dualtrack.data.scan import load_frames
+from dualtrack.data.trajectory import read_trajectory
 from dualtrack.geometry import chain_local
 from dualtrack.metrics import paper_metrics
 from dualtrack.models import create_model
 from dualtrack.models.weights import export_model, load_model
 from dualtrack.predict import predict_file
-from dualtrack.reconstruction.export import read_trajectory
 from dualtrack.simulate.dataset import simulate_dataset
 from dualtrack.training.checkpoint import TrainState, save_checkpoint
 

@@ -35,9 +35,9 @@ import numpy as np
 
 from dualtrack.data.scan import load_scan
 from dualtrack.data.sweep import Sweep
+from dualtrack.data.trajectory import write_trajectory
 from dualtrack.inference import Predictor
 from dualtrack.metrics import identity_errors, normalised_score, paper_metrics, tusrec_metrics
-from dualtrack.reconstruction.export import write_trajectory
 from dualtrack.utils import DEFAULT_DEVICE, atomic_dir, check_output_dir
 
 __all__ = ["PredictResult", "OUTPUT_FILES", "sweep_metrics", "write_prediction", "predict_file"]

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dualtrack.cli import main
-from dualtrack.reconstruction.export import read_trajectory
+from dualtrack.data.trajectory import read_trajectory
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """3D reconstruction of tracked sweeps and exports for 3D Slicer.
 
 * :mod:`~dualtrack.reconstruction.compounding`: :func:`reconstruct_volume` -> :class:`Volume`.
-* :mod:`~dualtrack.reconstruction.export`: NRRD volumes, PLUS sequence metafiles, trajectories.
+* :mod:`~dualtrack.reconstruction.export`: NRRD volumes, PLUS sequence metafiles (trajectory
+  files are :mod:`dualtrack.data.trajectory`).
 * :mod:`~dualtrack.reconstruction.report`: PNG plots and a self-contained HTML report (imports
   matplotlib, so it is not imported here).
 
@@ -19,14 +20,11 @@ from dualtrack.reconstruction.compounding import (
 from dualtrack.reconstruction.export import (
     IMAGE_MM_TO_RAS,
     SequenceMetafile,
-    Trajectory,
     read_nrrd,
     read_nrrd_header,
     read_sequence_metafile,
-    read_trajectory,
     write_nrrd,
     write_sequence_metafile,
-    write_trajectory,
 )
 
 __all__ = [
@@ -38,12 +36,9 @@ __all__ = [
     "reconstruct_volume",
     "IMAGE_MM_TO_RAS",
     "SequenceMetafile",
-    "Trajectory",
     "read_nrrd",
     "read_nrrd_header",
     "read_sequence_metafile",
-    "read_trajectory",
     "write_nrrd",
     "write_sequence_metafile",
-    "write_trajectory",
 ]

@@ -2,7 +2,7 @@
 
 This is the library function behind ``dualtrack reconstruct``. Poses come either from the
 scan's tracker transforms (ground truth, needs the calibration ``C``) or from a trajectory file
-written by :func:`dualtrack.reconstruction.export.write_trajectory` (e.g. ``dualtrack predict``).
+written by :func:`dualtrack.data.trajectory.write_trajectory` (e.g. ``dualtrack predict``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import numpy as np
 
 from dualtrack.data import Calibration, read_calibration
 from dualtrack.data.calibration import CALIBRATION_FILENAME
+from dualtrack.data.trajectory import read_trajectory
 from dualtrack.data.tusrec import find_calibration, open_scan_file
 from dualtrack.reconstruction.compounding import Volume, reconstruct_volume
-from dualtrack.reconstruction.export import read_trajectory, write_nrrd, write_sequence_metafile
+from dualtrack.reconstruction.export import write_nrrd, write_sequence_metafile
 from dualtrack.utils import DEFAULT_DEVICE, resolve_device
 
 log = logging.getLogger(__name__)
