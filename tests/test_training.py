@@ -446,6 +446,35 @@ def test_fusion_loads_and_freezes_both_encoders(tiny_dataset, tmp_path, encoder_
     assert all(torch.equal(reloaded[k], final[k]) for k in final)
 
 
+@pytest.mark.parametrize("aug", [(0.0, 0.0), (1.0, 1.0)], ids=["plain", "flipped_reversed"])
+def test_fusion_on_cached_features_equals_fusion_on_frames(tiny_dataset, tmp_path, encoder_runs, monkeypatch,
+                                                           aug):
+    """With the 3D CNN and the pooling frozen, fusion trains on per-frame features computed once
+    per scan and frame order: the same losses as recomputing them every step (fp32, whole sweeps),
+    and the CNN runs once per scan instead of once per step."""
+    from dualtrack.models.local_encoder import LocalEncoder
+
+    calls = []
+    tokens = LocalEncoder.frame_tokens
+    monkeypatch.setattr(LocalEncoder, "frame_tokens", lambda self, x: calls.append(1) or tokens(self, x))
+    losses, counts = {}, {}
+    for cache in (True, False):
+        calls.clear()
+        run = tmp_path / f"cache_{cache}"
+        train(_cfg("tiny_fusion", tiny_dataset, "optim.epochs=2", "runtime.amp=false", "runtime.val_every=0",
+                   "data.val_fraction=0.0", "sampling.max_length=null", f"sampling.flip={aug[0]}",
+                   f"sampling.reverse={aug[1]}", f"runtime.cache_features={str(cache).lower()}",
+                   f"stage.local_from={encoder_runs / 'local'}",
+                   f"stage.global_from={encoder_runs / 'global'}"),
+              run)
+        losses[cache] = [float(r["train_loss"]) for r in _rows(run) if r["train_loss"]]
+        counts[cache] = len(calls)
+    assert len(losses[True]) == len(losses[False]) == 12  # 6 training scans, 2 epochs
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    variants = 4 if aug[0] else 1
+    assert counts[True] == 6 * variants and counts[False] == 12
+
+
 def test_stage_chaining_is_checked_before_anything_starts(tiny_dataset, tmp_path, encoder_runs):
     run = tmp_path / "never"
     with pytest.raises(ConfigError, match="does not exist"):

@@ -413,6 +413,30 @@ class Predictor:
         return TrajectoryPrediction(local=local_poses, global_=geometry.chain_local(local_poses),
                                     params=params_np)
 
+    def encode(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``model.encode`` of a whole sweep whose frames are already the model's local input
+        (uint8 ``(N, h, w)``, cropped): ``(N, D)`` float32 on the predictor's device, computed as
+        :meth:`predict` computes it (chunks with the spec's halo, eval mode, no gradients, the
+        predictor's precision). The training loop caches these for frozen per-frame encoders."""
+        local = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+        if local.dtype != torch.uint8 or local.ndim != 3:
+            raise ValueError(f"Predictor.encode: frames must be uint8 (N, h, w), got {local.dtype} "
+                             f"{tuple(local.shape)}")
+        model, device = self.model, self.device
+        local = local.to(device)
+        was_training = model.training
+        model.to(device).eval()
+        try:
+            with torch.inference_mode(), autocast(device, self.dtype):
+                size = self.chunk_size
+                if size is None:
+                    size = default_chunk_size(model, len(local), tuple(local.shape[1:]), device, self.dtype,
+                                              self.memory_budget_gb)
+                features = self._encode(local, size, balance=self.chunk_size is None)[0].float()
+        finally:
+            model.train(was_training)
+        return features.clone()  # a normal tensor (inference-mode tensors cannot enter autograd)
+
     def _encode(self, frames: torch.Tensor, chunk_size: int, *, balance: bool) -> torch.Tensor:
         """``model.encode`` of a whole sweep ``(N, H, W)`` (on the device) in chunks with the spec's
         halo: ``(1, N, D)``, equal to the unchunked result up to round-off (eval mode)."""

@@ -64,6 +64,9 @@ class LocalOnly(TrajectoryModel):
         self.head = TransitionHead(cfg.dim)
         self.groups = {**_LOCAL_GROUPS, "head": "head"}
 
+    def encode_groups(self) -> tuple[str, ...]:
+        return ("local_cnn", "local_pool")
+
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         return self.local_encoder.frame_tokens(frames)
 
@@ -90,6 +93,9 @@ class GlobalOnly(TrajectoryModel):
         self.global_encoder = GlobalEncoder(cfg)
         self.head = TransitionHead(cfg.dim)
         self.groups = {"global": "global_encoder", "head": "head"}
+
+    def encode_groups(self) -> tuple[str, ...]:
+        return ("global",)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         return self.global_encoder.frame_features(frames)
@@ -118,6 +124,9 @@ class Coupled(TrajectoryModel):
         self.fusion = CoupledContext(lcfg.dim, fcfg.dim, fcfg.layers, fcfg.heads, fcfg.ffn, fcfg.dropout)
         self.head = TransitionHead(fcfg.dim)
         self.groups = {**_LOCAL_GROUPS, "fusion": "fusion", "head": "head"}
+
+    def encode_groups(self) -> tuple[str, ...]:
+        return ("local_cnn", "local_pool")
 
     def stage_sources(self) -> dict[str, StageSource]:
         return {"local_from": _FROM_LOCAL}
@@ -166,6 +175,9 @@ class DualTrack(TrajectoryModel):
                                     fcfg.dropout)
         self.head = TransitionHead(fcfg.dim)
         self.groups = {**_LOCAL_GROUPS, "global": "global_encoder", "fusion": "fusion", "head": "head"}
+
+    def encode_groups(self) -> tuple[str, ...]:
+        return ("local_cnn", "local_pool")
 
     def stage_sources(self) -> dict[str, StageSource]:
         return {"local_from": _FROM_LOCAL, "global_from": _FROM_GLOBAL}

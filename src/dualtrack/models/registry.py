@@ -13,7 +13,8 @@ attributes):
 * ``decode(features (B, T, D), *, index, global_frames=None, global_index=None) -> (B, T-1, 6)``:
   the sequence part, run once over the whole sweep.
 * ``forward(frames, *, index=None, global_frames=None, global_index=None) -> (B, T-1, 6)``
-  ``= decode(encode(frames))``:
+  ``= decode(encode(frames))`` (or ``forward(features=...)`` with precomputed ``encode`` output,
+  allowed when every group of ``encode_groups()`` is frozen):
 
   - ``frames``: ``(B, T, H, W)`` uint8, or float already divided by
     ``input_spec.intensity_divisor``, consecutive or sub-sampled frames of one sweep each, cropped
@@ -166,16 +167,29 @@ class TrajectoryModel(nn.Module):
 
     def forward(
         self,
-        frames: torch.Tensor,
+        frames: torch.Tensor | None = None,
         *,
+        features: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
         global_frames: torch.Tensor | None = None,
         global_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B, T, H, W)`` frames (see the module docstring) -> ``(B, T-1, 6)``."""
-        self.check_frames(frames)
-        frames = self.to_input(frames)
-        index = self.check_index(index, frames)
+        """``(B, T, H, W)`` frames (see the module docstring) -> ``(B, T-1, 6)``; or, instead of the
+        frames, ``features`` ``(B, T, D)``: precomputed :meth:`encode` output (the training loop's
+        feature cache when every group of :meth:`encode_groups` is frozen)."""
+        if (frames is None) == (features is None):
+            raise ValueError(f"{self.model_name}: pass either frames or features")
+        if frames is not None:
+            self.check_frames(frames)
+            frames = self.to_input(frames)
+            ref = frames
+        else:
+            if features.ndim != 3 or features.shape[1] < 2:
+                raise ValueError(
+                    f"{self.model_name}: features must be (B, T >= 2, D), got {tuple(features.shape)}"
+                )
+            ref = features
+        index = self.check_index(index, ref)
         if self.input_spec.has_global_branch:
             if global_frames is None or global_index is None:
                 raise ValueError(
@@ -188,11 +202,18 @@ class TrajectoryModel(nn.Module):
                     f"global_index (B, Tg) {tuple(global_index.shape)} do not match"
                 )
             global_frames = self.to_input(global_frames)
-            global_index = global_index.to(device=frames.device, dtype=torch.long)
+            global_index = global_index.to(device=ref.device, dtype=torch.long)
         elif global_frames is not None:
             raise ValueError(f"{self.model_name}: has no global branch; do not pass global_frames")
-        features = self.encode(frames)
+        if features is None:
+            features = self.encode(frames)
         return self.decode(features, index=index, global_frames=global_frames, global_index=global_index)
+
+    def encode_groups(self) -> tuple[str, ...] | None:
+        """The parameter groups whose parameters :meth:`encode` uses; ``None`` when ``encode`` is
+        not separable into groups. When every one of them is frozen (eval mode, no gradients),
+        ``encode`` is a fixed function of the frames and its output may be cached."""
+        return None
 
     # -- parameter groups, freezing, stages ------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

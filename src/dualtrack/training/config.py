@@ -233,6 +233,12 @@ class RuntimeConfig:
             changing the schedule; resume later with ``--resume``.
         tensorboard: write TensorBoard logs when ``tensorboard`` is installed.
         progress: show a progress bar.
+        cache_features: in ``sweep``-mode phases where every parameter group of the model's
+            per-frame encoder (``encode_groups()``: DualTrack's 3D CNN and pooling) is frozen, and
+            without random crops or temporal sub-sampling, compute its output once per scan (and
+            frame order) and train the rest on those features, as the authors do; the 3D CNN
+            then does not run during the phase. Features come from the whole sweep, so a window
+            (``sampling.max_length``) sees the real neighbours at its ends, as at inference.
     """
 
     seed: int = 0
@@ -245,6 +251,7 @@ class RuntimeConfig:
     stop_after_steps: int | None = None
     tensorboard: bool = True
     progress: bool = True
+    cache_features: bool = True
 
 
 @dataclass

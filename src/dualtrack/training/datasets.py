@@ -3,11 +3,14 @@
 An item is a dict of tensors:
 
 * ``frames``: ``(T, h, w)`` uint8 (converted to float ``[0, 1]`` on the device, which moves 4x
-  fewer bytes than float frames);
+  fewer bytes than float frames); absent when ``read_frames`` is off (the loop then feeds cached
+  per-frame features);
 * ``index``: ``(T,)`` long, the frame's position in the (possibly reversed) sweep;
 * ``global_frames`` / ``global_index`` (models with a global branch, ``global_stride = s``): the
   **uncropped** input frames ``0, s, 2s, ...`` at the global size ``(Tg, hg, wg)`` uint8 and their
   positions, exactly what :class:`dualtrack.inference.Predictor` feeds at inference;
+* ``scan``, ``variant``: the record index of the item's scan and its frame order
+  (:func:`feature_variant` of its flip / reversal), the key of cached per-frame features;
 * ``target``: ``(T-1, 6)`` float32, row ``k-1`` the 6-DoF ``(tx, ty, tz [mm], rx, ry, rz [deg])``
   of ``T_{k-1<-k}`` between consecutive *input* frames, in centre-origin image mm of the frames
   the network sees (after crop and flip), **not** normalised (the model's buffers hold the
@@ -38,9 +41,15 @@ from dualtrack.training.config import DataConfig, SamplingConfig
 from dualtrack.training.samplers import EpochSampler, clip_indices, clip_span, subset_indices, window_indices
 from dualtrack.utils import progress_bar
 
-__all__ = ["ScanRecord", "SweepItemDataset", "collate_items", "target_statistics"]
+__all__ = ["ScanRecord", "SweepItemDataset", "collate_items", "target_statistics", "feature_variant"]
 
 log = logging.getLogger(__name__)
+
+
+def feature_variant(flip: bool, reverse: bool) -> int:
+    """Which of a scan's four frame orders an item shows: ``flip + 2 * reverse`` (the key of the
+    training loop's feature cache)."""
+    return int(flip) + 2 * int(reverse)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ class SweepItemDataset(Dataset):
         self.global_size = None if global_size is None else (int(global_size[0]), int(global_size[1]))
         self.global_stride = global_stride if sampling.mode != "subset" else None
         self.train = train
+        self.read_frames = True
+        """Read the local frames of each item (off while the loop feeds cached per-frame features)."""
         need = self.min_frames()
         records = []
         for subject, name in scans:
@@ -204,7 +215,8 @@ class SweepItemDataset(Dataset):
             local = augment.reverse_transforms(local)
         return geometry.matrix_to_params(local)
 
-    def _read(self, rec: ScanRecord, size: tuple[int, int], idx: np.ndarray) -> np.ndarray:
+    def read(self, rec: ScanRecord, size: tuple[int, int], idx: np.ndarray) -> np.ndarray:
+        """Frames ``idx`` of a scan from the frame cache at ``size`` (uint8 ``(len(idx), h, w)``)."""
         arr = self.cache.frames(rec.subject, rec.name, rec.num_frames, size)
         step = int(idx[1] - idx[0]) if len(idx) > 1 else 1
         if step > 0 and np.array_equal(idx, idx[0] + step * np.arange(len(idx))):
@@ -217,24 +229,27 @@ class SweepItemDataset(Dataset):
         target = self.targets(rec, idx, aug)
         if self.sampling.mode != "subset":
             idx = idx[:: aug.stride]
-        frames = self._read(rec, self.resolution(rec), idx)
+        frames = self.read(rec, self.resolution(rec), idx) if self.read_frames else None
         crop = self.crop_shape(rec)
-        if crop is not None:
+        if frames is not None and crop is not None:
             frames = frames[:, aug.crop_top : aug.crop_top + crop[0], aug.crop_left : aug.crop_left + crop[1]]
-        if aug.flip:
+        if frames is not None and aug.flip:
             frames = frames[..., ::-1]
         index = idx
         if aug.reverse:
-            frames = frames[::-1]
+            frames = None if frames is None else frames[::-1]
             index = rec.num_frames - 1 - idx[::-1]
         out = {
-            "frames": torch.from_numpy(np.ascontiguousarray(frames)),
             "index": torch.from_numpy(np.ascontiguousarray(index)),
             "target": torch.from_numpy(target.astype(np.float32)),
+            "scan": torch.tensor(item // self.items_per_scan),
+            "variant": torch.tensor(feature_variant(aug.flip, aug.reverse)),
         }
+        if self.read_frames:
+            out["frames"] = torch.from_numpy(np.ascontiguousarray(frames))
         if self.global_stride:
             order = idx[::-1] if aug.reverse else idx
-            gframes = self._read(rec, self.global_resolution(rec), np.sort(order[:: self.global_stride]))
+            gframes = self.read(rec, self.global_resolution(rec), np.sort(order[:: self.global_stride]))
             if aug.reverse:
                 gframes = gframes[::-1]
             if aug.flip:
@@ -247,12 +262,15 @@ class SweepItemDataset(Dataset):
 def collate_items(items: list[dict[str, torch.Tensor]], global_stride: int = 1) -> dict[str, torch.Tensor]:
     """Stack items into a batch; sequences of unequal length are cut to the shortest (global
     inputs, taken every ``global_stride`` frames, to the frames that remain)."""
-    t = min(len(it["frames"]) for it in items)
+    t = min(len(it["index"]) for it in items)
     out = {
-        "frames": torch.stack([it["frames"][:t] for it in items]),
         "index": torch.stack([it["index"][:t] for it in items]),
         "target": torch.stack([it["target"][: t - 1] for it in items]),
+        "scan": torch.stack([it["scan"] for it in items]),
+        "variant": torch.stack([it["variant"] for it in items]),
     }
+    if "frames" in items[0]:
+        out["frames"] = torch.stack([it["frames"][:t] for it in items])
     if "global_frames" in items[0]:
         tg = -(-t // global_stride)
         out["global_frames"] = torch.stack([it["global_frames"][:tg] for it in items])

@@ -59,7 +59,7 @@ from dualtrack.training.config import (
     config_to_dict,
     load_config,
 )
-from dualtrack.training.datasets import SweepItemDataset, collate_items, target_statistics
+from dualtrack.training.datasets import SweepItemDataset, collate_items, feature_variant, target_statistics
 from dualtrack.training.runs import MetricsLog, default_run_dir, write_run_files
 from dualtrack.training.samplers import EpochSampler
 from dualtrack.training.stages import Phase, chained_freeze, prepare_model, resolve_phases, set_frozen
@@ -319,6 +319,7 @@ class _Trainer:
             else None
         )
         self.last_val: dict[str, float] = {}
+        self.features: dict[tuple[int, int], torch.Tensor] | None = None
 
     # -------------------------------------------------------------------------------- helpers
     def _dataset(self, phase: Phase, train: bool = True) -> SweepItemDataset:
@@ -420,13 +421,16 @@ class _Trainer:
         """Train one phase from the current counters; ``False`` when stopped early."""
         cfg, info, device, state = self.cfg, self.info, self.device, self.state
         s = phase.sampling
-        set_frozen(self.model, (*phase.freeze, *chained_freeze(cfg, self.model)))
+        frozen = (*phase.freeze, *chained_freeze(cfg, self.model))
+        set_frozen(self.model, frozen)
         ds = self._dataset(phase)
         if info.is_main:
             ds.prepare_cache(progress=cfg.runtime.progress)
         ddp.barrier()
         if not info.is_main:
             ds.prepare_cache()
+        self.features = self._cache_features(phase, ds, frozen)
+        ds.read_frames = self.features is None
         sampler = EpochSampler(len(ds), cfg.runtime.seed + 7919 * state.phase, info.rank, info.world_size)
         steps_per_epoch = math.ceil(sampler.per_rank / s.batch_size)
         total = phase.epochs * steps_per_epoch
@@ -489,8 +493,8 @@ class _Trainer:
                     state.loss_count += 1
                     state.step += 1
                     state.batches_done += 1
-                    state.samples_seen += len(batch["frames"]) * info.world_size
-                    items_last += len(batch["frames"]) * info.world_size
+                    state.samples_seen += len(batch["index"]) * info.world_size
+                    items_last += len(batch["index"]) * info.world_size
                     bar.update(1)
                     if state.step % cfg.runtime.log_every == 0:
                         self._check_finite(loss_acc)
@@ -537,6 +541,41 @@ class _Trainer:
             bar.close()
         return True
 
+    def _cache_features(
+        self, phase: Phase, ds: SweepItemDataset, frozen: Sequence[str]
+    ) -> dict[tuple[int, int], torch.Tensor] | None:
+        """``{(scan record, frame order): (N, D) features}`` of the frozen per-frame encoder for
+        every training scan, or ``None`` when the phase cannot use them (see
+        ``runtime.cache_features``)."""
+        s, groups = phase.sampling, self.model.encode_groups()
+        if not self.cfg.runtime.cache_features or groups is None or not set(groups) <= set(frozen):
+            return None
+        if s.mode != "sweep" or s.random_crop or list(s.strides) != [1]:
+            log.info("phase %r: per-frame features not cached (needs sweep mode, no random crop, "
+                     "strides [1])", phase.name)
+            return None
+        start = time.perf_counter()
+        predictor = Predictor.from_model(self.model, device=self.device,
+                                         precision="auto" if self.cfg.runtime.amp else "fp32")
+        flips = (False, True) if s.flip > 0 else (False,)
+        reverses = (False, True) if s.reverse > 0 else (False,)
+        out: dict[tuple[int, int], torch.Tensor] = {}
+        for k, rec in enumerate(ds.records):
+            frames = ds.read(rec, rec.shape, np.arange(rec.num_frames))
+            crop = ds.crop_shape(rec)
+            if crop is not None:
+                top, left = (rec.shape[0] - crop[0]) // 2, (rec.shape[1] - crop[1]) // 2
+                frames = frames[:, top : top + crop[0], left : left + crop[1]]
+            for flip in flips:
+                for reverse in reverses:
+                    view = frames[..., ::-1] if flip else frames
+                    view = view[::-1] if reverse else view
+                    out[(k, feature_variant(flip, reverse))] = predictor.encode(view)
+        log.info("phase %r: per-frame features of the frozen %s cached for %d scans x %d frame orders "
+                 "(%.1f s); they are not recomputed during the phase", phase.name, ", ".join(groups),
+                 len(ds.records), len(flips) * len(reverses), time.perf_counter() - start)
+        return out
+
     def _check_finite(self, loss_acc: torch.Tensor) -> None:
         """Raise when the running loss of this log interval is NaN or infinite (one host sync per
         interval instead of one per step)."""
@@ -577,9 +616,13 @@ class _Trainer:
         amp_dtype: torch.dtype | None,
     ) -> torch.Tensor:
         device = self.device
-        # uint8 to the device; the model divides by its input spec's intensity divisor there
-        frames = batch["frames"].to(device, non_blocking=True)
         index = batch["index"].to(device, non_blocking=True)
+        if self.features is not None:
+            keys = zip(batch["scan"].tolist(), batch["variant"].tolist(), strict=True)
+            feats = [self.features[key][i] for key, i in zip(keys, index, strict=True)]
+            inputs = {"features": torch.stack(feats)}
+        else:  # uint8 to the device; the model divides by its input spec's intensity divisor there
+            inputs = {"frames": batch["frames"].to(device, non_blocking=True)}
         target = self.model.normalise(batch["target"].to(device, non_blocking=True))
         extra = {}
         if "global_frames" in batch:
@@ -588,7 +631,7 @@ class _Trainer:
                 "global_index": batch["global_index"].to(device, non_blocking=True),
             }
         with autocast(device, amp_dtype):
-            pred = net(frames, index=index, **extra)
+            pred = net(**inputs, index=index, **extra)
             loss = self.model.loss(pred, target)
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
