@@ -475,6 +475,19 @@ def test_fusion_on_cached_features_equals_fusion_on_frames(tiny_dataset, tmp_pat
     assert counts[True] == 6 * variants and counts[False] == 12
 
 
+def test_a_sparse_model_sees_a_sweep_as_many_frames_as_it_trained_on(tiny_dataset, tmp_path):
+    """``global_only`` trained on subsets of 10 frames predicts a sweep from 10 evenly spaced frames
+    (its default, ``inference_frames``, is 12): the frame spacing matches training's."""
+    run = tmp_path / "global"
+    train(_cfg("tiny_global", tiny_dataset, "optim.epochs=1", "runtime.val_every=0",
+               "sampling.subset_size=10"), run)
+    model = load_model(run)
+    assert create_model("global_only_tiny").input_spec.sparse_frames == 12
+    assert model.input_spec.sparse_frames == 10
+    with pytest.raises(ValueError, match="sees every frame"):
+        create_model("local_only_tiny").configure_input(sparse_frames=10)
+
+
 def test_stage_chaining_is_checked_before_anything_starts(tiny_dataset, tmp_path, encoder_runs):
     run = tmp_path / "never"
     with pytest.raises(ConfigError, match="does not exist"):

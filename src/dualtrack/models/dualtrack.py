@@ -80,8 +80,8 @@ class LocalOnly(TrajectoryModel):
 class GlobalOnly(TrajectoryModel):
     """``global_only``: global encoder on the input frames + transition head. Its per-frame
     features have no temporal receptive field (halo 0). Trained on sparse random subsets, it sees
-    a sweep at inference as ``inference_frames`` evenly spaced frames (match the training subset
-    size); see :mod:`dualtrack.inference`."""
+    a sweep at inference as ``input_spec.sparse_frames`` evenly spaced frames: ``inference_frames``
+    until training sets it to its subset size (see :mod:`dualtrack.inference`)."""
 
     def __init__(
         self, *, global_encoder: GlobalEncoderConfig | dict | None = None, inference_frames: int = 64

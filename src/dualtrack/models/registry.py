@@ -55,7 +55,7 @@ __all__ = ["TrajectoryModel", "register_model", "create_model", "list_models", "
 
 _REGISTRY: dict[str, Callable[..., TrajectoryModel]] = {}
 
-_TRAINING_FIELDS = ("local_crop", "pixel_spacing")
+_TRAINING_FIELDS = ("local_crop", "pixel_spacing", "sparse_frames")
 """Input-spec fields that training decides; the others belong to the architecture."""
 
 
@@ -80,14 +80,17 @@ class TrajectoryModel(nn.Module):
 
     # -- input spec ------------------------------------------------------------------------------
     def configure_input(self, **changes: Any) -> None:
-        """Set the training-decided fields of :attr:`input_spec` (``local_crop``,
-        ``pixel_spacing``); the architecture's fields cannot change (``ValueError``)."""
+        """Set the training-decided fields of :attr:`input_spec` (``local_crop``, ``pixel_spacing``
+        and, for a model that sees sparse frames, ``sparse_frames``: the training subset size); the
+        architecture's fields cannot change (``ValueError``)."""
         fixed = sorted(set(changes) - set(_TRAINING_FIELDS))
         if fixed:
             raise ValueError(
                 f"{self.model_name}: input spec fields {fixed} belong to the architecture; "
                 f"only {list(_TRAINING_FIELDS)} are set by training"
             )
+        if changes.get("sparse_frames") is not None and self.input_spec.sparse_frames is None:
+            raise ValueError(f"{self.model_name}: sees every frame of a sweep; it has no sparse frame count")
         self.input_spec = self.input_spec.replace(**changes)
 
     def restore_input(self, spec: InputSpec, where: str) -> None:

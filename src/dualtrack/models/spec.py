@@ -4,7 +4,8 @@
 Every registered model carries an :class:`InputSpec` from the moment it is created
 (``model.input_spec``). The architecture fills in what it knows (the temporal halo of its per-frame
 encoder, the size and frame stride of its global branch, the sparse frame count of a model trained
-on frame subsets); training adds what the data decided (the local crop, the pixel spacing) with
+on frame subsets); training adds what the data decided (the local crop, the pixel spacing, the
+subset size of a sparse model) with
 :meth:`~dualtrack.models.registry.TrajectoryModel.configure_input` before the first step. The spec is
 saved in every checkpoint and export and restored when the weights are loaded, so the one predictor
 (:class:`dualtrack.inference.Predictor`) feeds a loaded model exactly as it was trained.
@@ -58,7 +59,8 @@ class InputSpec:
         global_size: ``(h, w)`` the model resizes the **uncropped** frames of its global branch
             to (the training data pre-resizes them to it); ``None`` without a global branch.
         sparse_frames: the model was trained on random frame subsets and sees a sweep as this many
-            evenly spaced frames (``global_only``); ``None`` = every frame.
+            evenly spaced frames (``global_only``; training sets it to its subset size, so the
+            frame spacing at inference matches training's); ``None`` = every frame.
         halo: frames on each side that influence one frame's per-frame features
             (:meth:`~dualtrack.models.registry.TrajectoryModel.encode`); chunked encoding with this
             halo is exact. ``None`` = features depend on the whole sequence (no chunking).

@@ -302,6 +302,10 @@ class _Trainer:
             local_crop=None if last_mode == "subset" or crop is None else (int(crop[0]), int(crop[1])),
             pixel_spacing=self.dataset.calibration.spacing,
         )
+        subsets = [p.sampling.subset_size for p in self.phases if p.sampling.mode == "subset"]
+        if subsets and self.model.input_spec.sparse_frames is not None:
+            # a model trained on random subsets of k frames sees a sweep as k evenly spaced frames
+            self.model.configure_input(sparse_frames=int(subsets[-1]))
         self._check_clip_lengths()
         self.state = TrainState()
         if self.ckpt is not None:
