@@ -376,11 +376,7 @@ class Predictor:
         model.to(device).eval()
         try:
             with torch.inference_mode(), autocast(device, self.dtype):
-                size = self.chunk_size
-                if size is None:
-                    size = default_chunk_size(model, len(selected), (h, w), device, self.dtype,
-                                              self.memory_budget_gb)
-                features = self._encode(local, size, balance=self.chunk_size is None)
+                features = self._encode(local)
                 extra = {}
                 if spec.has_global_branch:
                     s = spec.global_stride
@@ -428,22 +424,23 @@ class Predictor:
         model.to(device).eval()
         try:
             with torch.inference_mode(), autocast(device, self.dtype):
-                size = self.chunk_size
-                if size is None:
-                    size = default_chunk_size(model, len(local), tuple(local.shape[1:]), device, self.dtype,
-                                              self.memory_budget_gb)
-                features = self._encode(local, size, balance=self.chunk_size is None)[0].float()
+                features = self._encode(local)[0].float()
         finally:
             model.train(was_training)
         return features.clone()  # a normal tensor (inference-mode tensors cannot enter autograd)
 
-    def _encode(self, frames: torch.Tensor, chunk_size: int, *, balance: bool) -> torch.Tensor:
-        """``model.encode`` of a whole sweep ``(N, H, W)`` (on the device) in chunks with the spec's
-        halo: ``(1, N, D)``, equal to the unchunked result up to round-off (eval mode)."""
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``model.encode`` of a whole sweep of local inputs ``(N, h, w)`` (on the device) in
+        chunks with the spec's halo (``chunk_size``, else the automatic plan): ``(1, N, D)``, equal
+        to the unchunked result up to round-off (eval mode)."""
         model = self.model
         n = frames.shape[0]
+        size, balance = self.chunk_size, False
+        if size is None:
+            size, balance = default_chunk_size(model, n, tuple(frames.shape[1:]), self.device, self.dtype,
+                                               self.memory_budget_gb), True
         outs = []
-        for c in plan_chunks(n, model.input_spec.halo, chunk_size, balance):
+        for c in plan_chunks(n, model.input_spec.halo, size, balance):
             feats = model.encode(model.to_input(frames[c.lo : c.hi])[None])
             outs.append(feats[:, c.start - c.lo : c.stop - c.lo])
         return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
