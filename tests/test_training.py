@@ -17,10 +17,11 @@ import yaml
 from dualtrack import geometry
 from dualtrack.data import LazyFrames, Sweep, TusRecDataset
 from dualtrack.data.splits import load_splits
+from dualtrack.data.sweep import resize_frames
 from dualtrack.models import create_model
 from dualtrack.models.weights import export_model, load_bundle, load_model
 from dualtrack.training import augment
-from dualtrack.training.cache import FrameCache, direct_map, resize_frames
+from dualtrack.training.cache import FrameCache, direct_map
 from dualtrack.training.config import ConfigError, load_config
 from dualtrack.training.datasets import SweepItemDataset, collate_items, target_statistics
 from dualtrack.training.loop import lr_factor, prepare_run, train

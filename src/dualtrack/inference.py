@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from dualtrack import geometry
-from dualtrack.data.sweep import Sweep
+from dualtrack.data.sweep import Sweep, resize_frames
 from dualtrack.models import InputSpec, TrajectoryModel
 from dualtrack.models.weights import load_bundle
 from dualtrack.utils import autocast, available_memory_bytes, resolve_device, resolve_precision
@@ -252,7 +252,6 @@ class Predictor:
         self.model = model
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.precision = precision
         self.chunk_size = chunk_size
         self.memory_budget_gb = memory_budget_gb
         self.resample = resample
@@ -308,13 +307,9 @@ class Predictor:
         new_w = max(2, round(width * spacing[0] / trained[0]))
         log.info("%s: resampling frames %dx%d -> %dx%d to the model's pixel spacing", where, height, width,
                  new_h, new_w)
-        out = torch.empty((n, new_h, new_w), dtype=torch.uint8, device=frames.device)
-        for a in range(0, n, 64):
-            x = frames[a : a + 64, None].float()
-            y = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True,
-                                                align_corners=False)
-            out[a : a + 64] = y[:, 0].round_().clamp_(0, 255).to(torch.uint8)
-        return out, (spacing[0] * width / new_w, spacing[1] * height / new_h)
+        host = frames.cpu().numpy()
+        out = np.concatenate([resize_frames(host[a : a + 64], (new_h, new_w)) for a in range(0, n, 64)])
+        return torch.from_numpy(out), (spacing[0] * width / new_w, spacing[1] * height / new_h)
 
     def predict(
         self,

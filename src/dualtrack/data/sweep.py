@@ -14,12 +14,14 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from dualtrack import geometry
 from dualtrack.data.calibration import TUSREC2024_CALIBRATION, Calibration
 from dualtrack.utils import available_memory_bytes
 
-__all__ = ["LazyFrames", "Sweep", "open_h5", "read_tforms"]
+__all__ = ["LazyFrames", "Sweep", "open_h5", "read_tforms", "resize_frames"]
 
 
 def open_h5(path: str | os.PathLike) -> h5py.File:
@@ -64,6 +66,21 @@ def read_tforms(f: h5py.File) -> np.ndarray | None:
             f"({bad.size} of {len(tforms)} frames)"
         )
     return tforms
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 frames ``(N, H, W)`` to ``(N, h, w)`` (bilinear, anti-aliased, uint8).
+
+    The resize maps the image extent onto itself (``align_corners=False``), so the image centre
+    stays the image centre and centre-origin image-mm coordinates are unchanged; only the pixel
+    spacing changes to ``(sx W / w, sy H / h)``.
+    """
+    frames = np.asarray(frames)
+    if tuple(frames.shape[1:]) == tuple(size):
+        return frames.astype(np.uint8, copy=False)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float()[:, None]
+    y = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return y[:, 0].round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 class LazyFrames:

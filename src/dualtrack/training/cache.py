@@ -28,13 +28,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from dualtrack.data import LazyFrames, Sweep
+from dualtrack.data.sweep import resize_frames
 from dualtrack.utils import atomic_write
 
-__all__ = ["FrameCache", "ChunkedFrames", "resize_frames", "direct_map", "source_stamp"]
+__all__ = ["FrameCache", "ChunkedFrames", "direct_map", "source_stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +100,6 @@ def direct_map(frames: object) -> ChunkedFrames | None:
                 return None
             offsets[info.chunk_offset[0]] = info.byte_offset
         return ChunkedFrames(str(frames.path), offsets, shape)
-
-
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 frames ``(N, H, W)`` to ``(N, h, w)`` (bilinear, anti-aliased, uint8).
-
-    The resize maps the image extent onto itself (``align_corners=False``), so the image centre
-    stays the image centre and centre-origin image-mm coordinates are unchanged; only the pixel
-    spacing changes to ``(sx W / w, sy H / h)``.
-    """
-    frames = np.asarray(frames)
-    if tuple(frames.shape[1:]) == tuple(size):
-        return frames.astype(np.uint8, copy=False)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float()[:, None]
-    y = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    return y[:, 0].round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def source_stamp(sweep: Sweep) -> str:
