@@ -125,3 +125,20 @@ def test_defaults_and_flattened_model_section():
     assert cfg.model.kwargs == {"backbone": "resnet18"}
     assert config_to_dict(cfg)["model"] == {"name": "two_frame_cnn", "backbone": "resnet18"}
     assert config_from_dict({}) == TrainConfig()
+
+
+def test_pipeline_files_are_checked(tmp_path):
+    from dualtrack.training.pipeline import load_pipeline
+
+    assert [m.name for m in load_pipeline("pipeline")] == ["dualtrack"]
+    assert [s.name for s in load_pipeline("pipeline")[0].stages] == ["local", "global", "fusion"]
+    with pytest.raises(ConfigError, match="'nope' is neither a file nor a shipped pipeline; shipped: "):
+        load_pipeline("nope")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("models: []\nruns: x\n")
+    with pytest.raises(ConfigError, match="extra.yaml: a pipeline file holds exactly one key, 'models'"):
+        load_pipeline(extra)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("models:\n  - {name: m, stages: [{name: s, confg: local}]}\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: .*confg"):
+        load_pipeline(typo)

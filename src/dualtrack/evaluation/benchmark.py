@@ -43,7 +43,6 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,7 +56,7 @@ from dualtrack.data.verify import preflight
 from dualtrack.evaluation.evaluate import compare, evaluate_model, write_table
 from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check
 from dualtrack.inference import Predictor
-from dualtrack.training.config import ConfigError, coerce
+from dualtrack.training.config import ConfigError, coerce, find_config_file, shipped_names
 from dualtrack.training.pipeline import ModelSpec, PipelinePlan, plan_pipeline, run_pipeline
 from dualtrack.utils import atomic_write
 
@@ -215,23 +214,7 @@ class BenchmarkConfig:
 
 def shipped_benchmarks() -> list[str]:
     """Names of the benchmark configs shipped in ``dualtrack/configs`` (``benchmark*.yaml``)."""
-    root = resources.files("dualtrack") / "configs"
-    return sorted(
-        p.name[:-5] for p in root.iterdir() if p.name.startswith("benchmark") and p.name.endswith(".yaml")
-    )
-
-
-def _resolve_path(name_or_path: str | os.PathLike) -> Path:
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    name = p.name[:-5] if p.name.endswith(".yaml") else p.name
-    if p.parent == Path(".") and name in shipped_benchmarks():
-        return Path(str(resources.files("dualtrack") / "configs" / f"{name}.yaml"))
-    raise ConfigError(
-        f"benchmark config {str(name_or_path)!r} is neither a file nor a shipped benchmark; "
-        f"shipped: {', '.join(shipped_benchmarks())}"
-    )
+    return shipped_names("benchmark")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -292,7 +275,7 @@ def load_benchmark_config(name_or_path: str | os.PathLike, overrides: Sequence[s
     Raises:
         ConfigError: missing file, invalid YAML, unknown keys, wrong types or an invalid model list.
     """
-    path = _resolve_path(name_or_path)
+    path = find_config_file(name_or_path, shipped_benchmarks(), "benchmark config", "benchmark")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -32,9 +32,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -486,8 +488,27 @@ def shipped_configs() -> list[str]:
     return sorted(names)
 
 
-def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    """A config path: an existing file, a path relative to ``relative_to``, or a shipped name."""
+def shipped_names(prefix: str) -> list[str]:
+    """Names (without ``.yaml``) of the files shipped in ``dualtrack/configs`` that start with
+    ``prefix`` (``benchmark``, ``pipeline``)."""
+    root = resources.files("dualtrack") / "configs"
+    names = (p.name for p in root.iterdir())
+    return sorted(n[: -len(".yaml")] for n in names if n.startswith(prefix) and n.endswith(".yaml"))
+
+
+def find_config_file(
+    name_or_path: str | os.PathLike,
+    shipped: Sequence[str],
+    what: str,
+    kind: str,
+    relative_to: Path | None = None,
+) -> Path:
+    """An existing file (tried relative to ``relative_to`` first), or the shipped
+    ``dualtrack/configs/<name>.yaml`` when ``name_or_path`` is a bare name among ``shipped``.
+
+    Raises:
+        ConfigError: neither (the message lists the shipped names).
+    """
     p = Path(name_or_path)
     candidates = [p]
     if relative_to is not None and not p.is_absolute():
@@ -496,12 +517,16 @@ def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = Non
         if c.is_file():
             return c
     name = p.name[: -len(".yaml")] if p.name.endswith(".yaml") else p.name
-    if p.parent == Path(".") and name in shipped_configs():
+    if p.parent == Path(".") and name in shipped:
         return Path(str(resources.files("dualtrack") / "configs" / f"{name}.yaml"))
     raise ConfigError(
-        f"config {str(name_or_path)!r} is neither a file nor a shipped config; "
-        f"shipped: {', '.join(shipped_configs())}"
+        f"{what} {str(name_or_path)!r} is neither a file nor a shipped {kind}; shipped: {', '.join(shipped)}"
     )
+
+
+def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """A config path: an existing file, a path relative to ``relative_to``, or a shipped name."""
+    return find_config_file(name_or_path, shipped_configs(), "config", "config", relative_to)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

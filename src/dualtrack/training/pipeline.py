@@ -14,11 +14,11 @@ exactly and reuses finished ones, and refuses a run folder made with other setti
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,15 @@ import yaml
 
 from dualtrack.data.splits import Splits, load_splits
 from dualtrack.models.weights import read_checkpoint
-from dualtrack.training.config import ConfigError, TrainConfig, coerce, config_to_dict, load_config
+from dualtrack.training.config import (
+    ConfigError,
+    TrainConfig,
+    coerce,
+    config_to_dict,
+    find_config_file,
+    load_config,
+    shipped_names,
+)
 from dualtrack.training.loop import train
 from dualtrack.training.stages import resolve_phases
 
@@ -35,6 +43,7 @@ __all__ = [
     "ModelSpec",
     "StageJob",
     "PipelinePlan",
+    "shipped_pipelines",
     "load_pipeline",
     "stage_state",
     "plan_pipeline",
@@ -394,16 +403,19 @@ def run_pipeline(
     return plan.jobs
 
 
-def load_pipeline(name_or_path: str = "pipeline") -> list[ModelSpec]:
+def shipped_pipelines() -> list[str]:
+    """Names of the stage graphs shipped in ``dualtrack/configs`` (``pipeline*.yaml``)."""
+    return shipped_names("pipeline")
+
+
+def load_pipeline(name_or_path: str | os.PathLike = "pipeline") -> list[ModelSpec]:
     """The models of a pipeline YAML (``models:`` list; a shipped name such as ``pipeline`` or a
     path), type-checked like every config (unknown keys are errors).
 
     Raises:
         ConfigError: unreadable file, unknown keys or wrong types (the message names the file).
     """
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = Path(str(resources.files("dualtrack") / "configs" / f"{path.name.removesuffix('.yaml')}.yaml"))
+    path = find_config_file(name_or_path, shipped_pipelines(), "pipeline", "pipeline")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
