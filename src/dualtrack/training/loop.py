@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from dualtrack.data import TusRecDataset
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
 from dualtrack.data.verify import preflight
-from dualtrack.inference import Predictor
+from dualtrack.inference import Predictor, centre_crop_box
 from dualtrack.metrics import paper_metrics
 from dualtrack.models import TrajectoryModel
 from dualtrack.models.weights import read_checkpoint
@@ -565,11 +565,8 @@ class _Trainer:
         reverses = (False, True) if s.reverse > 0 else (False,)
         out: dict[tuple[int, int], torch.Tensor] = {}
         for k, rec in enumerate(ds.records):
-            frames = ds.read(rec, rec.shape, np.arange(rec.num_frames))
-            crop = ds.crop_shape(rec)
-            if crop is not None:
-                top, left = (rec.shape[0] - crop[0]) // 2, (rec.shape[1] - crop[1]) // 2
-                frames = frames[:, top : top + crop[0], left : left + crop[1]]
+            top, left, h, w = centre_crop_box(rec.shape, ds.crop_shape(rec))
+            frames = ds.read(rec, rec.shape, np.arange(rec.num_frames))[:, top : top + h, left : left + w]
             for flip in flips:
                 for reverse in reverses:
                     view = frames[..., ::-1] if flip else frames
