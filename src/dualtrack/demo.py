@@ -250,11 +250,11 @@ def _overrides(settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
             for section, values in settings.items() for key, value in values.items()]
 
 
-def _stage_overrides(plan: DemoPlan, runs: Path, device: str, seed: int) -> dict[str, list[str]]:
+def _stage_overrides(plan: DemoPlan, root: Path, device: str, seed: int) -> dict[str, list[str]]:
     """The demo's sizes of each stage of ``configs/pipeline.yaml``, as training overrides."""
     common = {
-        "data": dict(local_crop=list(plan.local_crop), num_workers=0, cache_dir=str(runs.parent / "data" /
-                                                                                   ".dualtrack_cache")),
+        "data": dict(local_crop=list(plan.local_crop), num_workers=0,
+                     cache_dir=str(root / ".dualtrack_cache")),
         "optim": dict(lr=plan.lr, warmup_epochs=0),
         # No flip / reverse / random-crop augmentation: a reversed sweep has the same speckle
         # decorrelation but the opposite elevational motion, and in a few minutes of training the
@@ -298,7 +298,7 @@ def _train_stages(
 ) -> dict[str, Path]:
     """Train ``configs/pipeline.yaml`` (local -> global -> fusion) at the plan's sizes through the
     one pipeline runner; returns ``{"local", "global", "fusion"}`` run folders."""
-    overrides = _stage_overrides(plan, runs, device, seed)
+    overrides = _stage_overrides(plan, root, device, seed)
     models = [
         dataclasses.replace(m, stages=[dataclasses.replace(s, overrides=[*s.overrides, *overrides[s.name]])
                                        for s in m.stages])
