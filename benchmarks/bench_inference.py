@@ -4,7 +4,8 @@ For each sweep length ``N`` (``--frames``, default 64 256 546) of ``H x W`` (def
 random uint8 sweep held on the CPU goes through :class:`dualtrack.inference.Predictor` of a
 registered model with random weights (default ``dualtrack``, paper size; ``--model-config`` gives
 its sizes as JSON, e.g. ``'{"local_encoder": {"small_window": false}}'`` for the authors' ±17-frame
-3D CNN), as a user calls it, twice:
+3D CNN; ``--model dualtrack_tusrec2024`` is the authors' released architecture, ``--weights DIR``
+times real weights such as an imported authors' checkpoint), as a user calls it, twice:
 
 * **reference**: ``precision="fp32"``, ``chunk_size=N`` (the whole sweep in one pass, no halo);
 * **default**: the shipped defaults (``precision="auto"``: bf16 autocast on CPUs with AMX /
@@ -41,6 +42,7 @@ from dualtrack.geometry import image_points, transform_points
 from dualtrack.inference import Predictor, default_chunk_size, plan_chunks
 from dualtrack.inference import recompute_share as share
 from dualtrack.models import create_model
+from dualtrack.models.weights import load_bundle
 from dualtrack.utils import cpu_supports_bf16, resolve_precision
 
 SPACING = (0.229389190673828, 0.220979690551758)
@@ -72,7 +74,12 @@ def max_trajectory_difference_mm(g_a: np.ndarray, g_b: np.ndarray, shape: tuple[
     return float(np.linalg.norm(transform_points(g_a, pts) - transform_points(g_b, pts), axis=-1).max())
 
 
-def _model(model_name: str, model_config: dict, dev: torch.device, crop: tuple[int, int] | None):
+def _model(model_name: str, model_config: dict, dev: torch.device, crop: tuple[int, int] | None,
+           weights: Path | None = None):
+    """The registered model with random weights, or the model of ``weights`` (an export folder,
+    run or checkpoint: e.g. an imported authors' checkpoint) with its own local crop."""
+    if weights is not None:
+        return load_bundle(weights).model.to(dev).eval()
     torch.manual_seed(0)
     model = create_model(model_name, **model_config).to(dev).eval()
     model.configure_input(local_crop=crop)
@@ -80,10 +87,12 @@ def _model(model_name: str, model_config: dict, dev: torch.device, crop: tuple[i
 
 
 def compare(model_name: str, device: str, lengths: list[int], height: int, width: int,
-            crop: tuple[int, int] | None, repeats: int, model_config: dict | None = None) -> dict:
+            crop: tuple[int, int] | None, repeats: int, model_config: dict | None = None,
+            weights: Path | None = None) -> dict:
     """Reference vs default for every sweep length (see the module docstring)."""
     dev = torch.device(device)
-    model = _model(model_name, model_config or {}, dev, crop)
+    model = _model(model_name, model_config or {}, dev, crop, weights)
+    crop = model.input_spec.local_crop
     rng = np.random.default_rng(0)
     warm = rng.integers(0, 256, (min(40, min(lengths)), height, width), dtype=np.uint8)
     for precision in ("fp32", "auto"):
@@ -121,7 +130,8 @@ def compare(model_name: str, device: str, lengths: list[int], height: int, width
               f"{row['max_traj_diff_mm']:.3g} mm, {row['default_chunks']} chunk(s)", flush=True)
     return {
         "benchmark": "Predictor.predict: shipped default vs fp32 unchunked reference",
-        "model": model_name,
+        "model": model.model_name,
+        "weights": str(weights) if weights else None,
         "model_config": model_config or {},
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(dev),
@@ -172,15 +182,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="centre crop of the local input (default 256 256, the paper's)")
     parser.add_argument("--model-config", type=json.loads, default={}, metavar="JSON",
                         help="model sizes as JSON, e.g. '{\"local_encoder\": {\"small_window\": false}}'")
+    parser.add_argument("--weights", type=Path, metavar="DIR",
+                        help="time these weights (export folder, run or checkpoint, e.g. the output of "
+                             "`dualtrack import-weights`) instead of --model with random weights")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per setting (default 1)")
     parser.add_argument("--out", type=Path, default=Path("benchmark_output/inference.json"), help="JSON file")
     args = parser.parse_args(argv)
     if min(args.frames) < 2:
         parser.error("--frames must be at least 2")
     result = compare(args.model, args.device, args.frames, args.height, args.width, tuple(args.crop),
-                     args.repeats, args.model_config)
+                     args.repeats, args.model_config, args.weights)
     write_json(args.out, result)
-    print(f"{args.model} on {result['device_name']} ({result['torch_threads']} threads, default precision "
+    print(f"{result['model']} on {result['device_name']} ({result['torch_threads']} threads, "
+          f"default precision "
           f"{result['default_precision']}) -> {args.out}")
     return 0
 

@@ -354,6 +354,12 @@ class Predictor:
                 f"{where}: {model.model_name} needs frames (N >= {spec.min_frames}, H, W), "
                 f"got {tuple(frames.shape)}"
             )
+        if spec.max_frames is not None and frames.shape[0] > spec.max_frames:
+            raise ValueError(
+                f"{where}: {frames.shape[0]} frames, more than the {spec.max_frames} that {self.source} "
+                f"accepts (the size of its position tables); split the sweep or use a model with "
+                "larger tables (e.g. dualtrack_tusrec2025: 4096)"
+            )
         if replace_global is not None and not spec.has_global_branch:
             raise ValueError(f"{self.source}: model {model.model_name!r} has no separate global branch")
         frames, spacing = self._check_spacing(frames, (float(spacing[0]), float(spacing[1])), where)

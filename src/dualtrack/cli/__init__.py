@@ -32,6 +32,7 @@ COMMANDS = (
     "predict",
     "reconstruct",
     "export",
+    "import_weights",
     "benchmark",
     "demo",
     "list_models",

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from dualtrack.models.config import FusionConfig, GlobalEncoderConfig, LocalEncoderConfig, part_config
-from dualtrack.models.fusion import CoupledContext, FusionDecoder, TransitionHead
+from dualtrack.models.fusion import CoupledContext, FusionDecoder, make_head
 from dualtrack.models.global_encoder import GlobalEncoder
 from dualtrack.models.local_encoder import LocalEncoder
 from dualtrack.models.registry import TrajectoryModel, register_model
@@ -56,12 +56,12 @@ _FROM_GLOBAL = StageSource(modules=("global_encoder",))
 class LocalOnly(TrajectoryModel):
     """``local_only``: local encoder + transition head."""
 
-    def __init__(self, *, local_encoder: LocalEncoderConfig | dict | None = None) -> None:
+    def __init__(self, *, local_encoder: LocalEncoderConfig | dict | None = None, head: str = "pair") -> None:
         cfg = part_config(LocalEncoderConfig, local_encoder)
         enc = LocalEncoder(cfg)
-        super().__init__(InputSpec(halo=enc.temporal_receptive_field))
+        super().__init__(InputSpec(halo=enc.temporal_receptive_field, max_frames=_max_frames(cfg)))
         self.local_encoder = enc
-        self.head = TransitionHead(cfg.dim)
+        self.head = make_head(head, cfg.dim)
         self.groups = {**_LOCAL_GROUPS, "head": "head"}
 
     def encode_groups(self) -> tuple[str, ...]:
@@ -84,14 +84,15 @@ class GlobalOnly(TrajectoryModel):
     until training sets it to its subset size (see :mod:`dualtrack.inference`)."""
 
     def __init__(
-        self, *, global_encoder: GlobalEncoderConfig | dict | None = None, inference_frames: int = 64
+        self, *, global_encoder: GlobalEncoderConfig | dict | None = None, inference_frames: int = 64,
+        head: str = "pair",
     ) -> None:
         if inference_frames < 2:
             raise ValueError(f"global_only: inference_frames must be >= 2, got {inference_frames}")
         cfg = part_config(GlobalEncoderConfig, global_encoder)
-        super().__init__(InputSpec(halo=0, sparse_frames=int(inference_frames)))
+        super().__init__(InputSpec(halo=0, sparse_frames=int(inference_frames), max_frames=_max_frames(cfg)))
         self.global_encoder = GlobalEncoder(cfg)
-        self.head = TransitionHead(cfg.dim)
+        self.head = make_head(head, cfg.dim)
         self.groups = {"global": "global_encoder", "head": "head"}
 
     def encode_groups(self) -> tuple[str, ...]:
@@ -115,14 +116,15 @@ class Coupled(TrajectoryModel):
         *,
         local_encoder: LocalEncoderConfig | dict | None = None,
         fusion: FusionConfig | dict | None = None,
+        head: str = "pair",
     ) -> None:
         lcfg = part_config(LocalEncoderConfig, local_encoder)
         fcfg = part_config(FusionConfig, fusion)
         enc = LocalEncoder(lcfg)
-        super().__init__(InputSpec(halo=enc.temporal_receptive_field))
+        super().__init__(InputSpec(halo=enc.temporal_receptive_field, max_frames=_max_frames(lcfg, fcfg)))
         self.local_encoder = enc
-        self.fusion = CoupledContext(lcfg.dim, fcfg.dim, fcfg.layers, fcfg.heads, fcfg.ffn, fcfg.dropout)
-        self.head = TransitionHead(fcfg.dim)
+        self.fusion = CoupledContext(lcfg.dim, fcfg)
+        self.head = make_head(head, fcfg.dim)
         self.groups = {**_LOCAL_GROUPS, "fusion": "fusion", "head": "head"}
 
     def encode_groups(self) -> tuple[str, ...]:
@@ -148,7 +150,10 @@ class DualTrack(TrajectoryModel):
         local_encoder, global_encoder, fusion: sizes (:mod:`dualtrack.models.config`; paper:
             fusion 512 wide, 8 layers, 8 heads, FFN 1024).
         global_stride: the global branch sees the uncropped frames ``0, s, 2s, ...`` of the sweep
-            (paper: every 8th frame); it is part of the model's input spec.
+            (paper: every 8th frame; the authors' released models: every 16th); it is part of the
+            model's input spec.
+        head: ``pair`` (:class:`~dualtrack.models.fusion.TransitionHead`) or ``token``
+            (:class:`~dualtrack.models.fusion.TokenHead`, the authors').
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class DualTrack(TrajectoryModel):
         global_encoder: GlobalEncoderConfig | dict | None = None,
         fusion: FusionConfig | dict | None = None,
         global_stride: int = 8,
+        head: str = "pair",
     ) -> None:
         if isinstance(global_stride, bool) or not isinstance(global_stride, int) or global_stride < 1:
             raise ValueError(f"global_stride must be an integer >= 1, got {global_stride!r}")
@@ -167,13 +173,12 @@ class DualTrack(TrajectoryModel):
         enc = LocalEncoder(lcfg)
         super().__init__(
             InputSpec(halo=enc.temporal_receptive_field, global_stride=global_stride,
-                      global_size=(gcfg.size, gcfg.size))
+                      global_size=(gcfg.size, gcfg.size), max_frames=_max_frames(lcfg, gcfg, fcfg))
         )
         self.local_encoder = enc
         self.global_encoder = GlobalEncoder(gcfg)
-        self.fusion = FusionDecoder(lcfg.dim, gcfg.dim, fcfg.dim, fcfg.layers, fcfg.heads, fcfg.ffn,
-                                    fcfg.dropout)
-        self.head = TransitionHead(fcfg.dim)
+        self.fusion = FusionDecoder(lcfg.dim, gcfg.dim, fcfg)
+        self.head = make_head(head, fcfg.dim)
         self.groups = {**_LOCAL_GROUPS, "global": "global_encoder", "fusion": "fusion", "head": "head"}
 
     def encode_groups(self) -> tuple[str, ...]:
@@ -192,6 +197,12 @@ class DualTrack(TrajectoryModel):
         global_tokens = self.global_encoder(global_frames, global_index)
         local = self.local_encoder.temporal_tokens(features, index)
         return self.head(self.fusion(local, index, global_tokens, global_index))
+
+
+def _max_frames(*parts: LocalEncoderConfig | GlobalEncoderConfig | FusionConfig) -> int | None:
+    """The longest sweep the position tables of the ``bert`` parts cover (``None``: no limit)."""
+    limits = [p.max_positions for p in parts if p.transformer == "bert"]
+    return min(limits) if limits else None
 
 
 # -- registry ---------------------------------------------------------------------------------------
@@ -243,3 +254,69 @@ def dualtrack_tiny(
     """Test-size ``dualtrack``."""
     return DualTrack(local_encoder=_tiny_local(local_encoder), global_encoder=_tiny_global(global_encoder),
                      fusion=_tiny_fusion(fusion), global_stride=global_stride)
+
+
+# -- the authors' released architectures ------------------------------------------------------------
+TUSREC_SPACING = (0.229389190673828, 0.220979690551758)
+"""Pixel spacing (mm, ``(sx, sy)``) of the TUS-REC 2024 frames the released models were trained on."""
+
+
+def _authors_parts(max_positions: int, tiny: bool) -> dict[str, object]:
+    """Sizes of the authors' released DualTrack (facts: docs/models.md): the legacy ±17-frame 3D
+    CNN, ViT pooling with learned positions on 8 x 8 patches, BERT sequence models with relative-key
+    positions, the R(2+1)D-stem global ResNet-18 without max-pool, a learned global position
+    table, a 12-layer fusion decoder. ``tiny`` keeps the layout at test size (a 32 x 32 crop,
+    every 4th frame in the global branch so that short test sweeps have several global tokens)."""
+    if tiny:
+        local = dict(cnn_width=4, cnn_layers=(1, 1, 1, 1), dim=16, heads=2, ffn=8, pool_layers=1,
+                     temporal_layers=1, pool_patch=1, pool_grid=(2, 2))
+        glob = dict(width=4, layers=(1, 1, 1, 1), size=32, dim=16, num_layers=1, heads=2, ffn=32)
+        fusion = dict(dim=16, layers=2, heads=2, ffn=32)
+    else:
+        local = dict(dim=64, heads=4, ffn=32, pool_layers=4, temporal_layers=4, pool_patch=2,
+                     pool_grid=(8, 8))
+        glob = dict(size=224, dim=512, num_layers=8, heads=8, ffn=1024)
+        fusion = dict(dim=512, layers=12, heads=8, ffn=1024)
+    bert = dict(transformer="bert", max_positions=max_positions)
+    return dict(
+        local_encoder=part_config(LocalEncoderConfig, {**local, **bert, "small_window": False}),
+        global_encoder=part_config(
+            GlobalEncoderConfig, {**glob, **bert, "stem": "r2plus1d", "stem_pool": False}
+        ),
+        fusion=part_config(FusionConfig, {**fusion, **bert}),
+    )
+
+
+def _authors_model(max_positions: int, tiny: bool = False) -> DualTrack:
+    model = DualTrack(**_authors_parts(max_positions, tiny), global_stride=4 if tiny else 16, head="token")
+    # the released models saw TUS-REC frames only; the test sizes take any spacing
+    model.configure_input(local_crop=(32, 32) if tiny else (256, 256),
+                          pixel_spacing=None if tiny else TUSREC_SPACING)
+    return model
+
+
+@register_model("dualtrack_tusrec2024")
+def dualtrack_tusrec2024() -> DualTrack:
+    """The authors' released TUS-REC 2024 DualTrack (101.9 M parameters; sweeps of up to 1024
+    frames): weights come from ``dualtrack import-weights`` (docs/models.md)."""
+    return _authors_model(1024)
+
+
+@register_model("dualtrack_tusrec2025")
+def dualtrack_tusrec2025() -> DualTrack:
+    """The authors' TUS-REC 2025 challenge DualTrack: the 2024 layout with 4096-entry position
+    tables (sweeps of up to 4096 frames)."""
+    return _authors_model(4096)
+
+
+@register_model("dualtrack_tusrec2024_tiny")
+def dualtrack_tusrec2024_tiny() -> DualTrack:
+    """Test-size ``dualtrack_tusrec2024`` (same layout; 32 x 32 local crop, global stride 4, 64 positions)."""
+    return _authors_model(64, tiny=True)
+
+
+@register_model("dualtrack_tusrec2025_tiny")
+def dualtrack_tusrec2025_tiny() -> DualTrack:
+    """Test-size ``dualtrack_tusrec2025`` (same layout; 32 x 32 local crop, global stride 4,
+    128 positions)."""
+    return _authors_model(128, tiny=True)

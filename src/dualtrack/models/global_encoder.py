@@ -7,7 +7,9 @@ of a sweep, or randomly sampled non-contiguous frames during global pretraining)
    speckle detail on purpose);
 2. 2D backbone -> one feature vector per frame, ``Linear`` to ``dim`` (:meth:`frame_features`);
 3. sinusoidal encoding of the **true frame index** added, bidirectional transformer
-   (paper: width 512, FFN 1024, 8 layers, 8 heads) -> ``(B, T, dim)``.
+   (paper: width 512, FFN 1024, 8 layers, 8 heads) -> ``(B, T, dim)``. With ``transformer: bert``
+   (the authors' layout) a learned table of ``max_positions`` rows indexed by the true frame index
+   is added instead, and the transformer is a post-norm BERT encoder.
 
 Backbones are chosen by name from a small registry (:func:`register_global_backbone`,
 :func:`build_global_backbone`):
@@ -37,7 +39,7 @@ from torch import nn
 
 from dualtrack.models.config import GlobalEncoderConfig
 from dualtrack.models.resnet import ResNet2d, half_resolution_activation_bytes
-from dualtrack.models.transformer import TransformerEncoder, sinusoidal_encoding
+from dualtrack.models.transformer import BertTransformer, TransformerEncoder, sinusoidal_encoding
 
 __all__ = [
     "GlobalEncoder",
@@ -52,7 +54,8 @@ _BACKBONES: dict[str, BackboneBuilder] = {}
 
 
 def register_global_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Register ``builder(width=, layers=, weights=, stem_pool=) -> (module, num_features)`` under ``name``.
+    """Register ``builder(width=, layers=, weights=, stem_pool=, stem=) -> (module, num_features)``
+    under ``name``.
 
     The module maps ``(N, 1, S, S)`` images to ``(N, num_features)`` vectors.
     """
@@ -108,8 +111,9 @@ def _resnet18(
     layers: Sequence[int] = (2, 2, 2, 2),
     weights: str | os.PathLike | None = None,
     stem_pool: bool = True,
+    stem: str = "resnet",
 ) -> tuple[nn.Module, int]:
-    net = ResNet2d(in_channels=1, width=width, layers=layers, stem_pool=stem_pool)
+    net = ResNet2d(in_channels=1, width=width, layers=layers, stem_pool=stem_pool, stem=stem)
     if weights is not None:
         _load_strict(net, load_weights_file(weights), weights)
     return net, net.num_features
@@ -143,11 +147,12 @@ def build_global_backbone(
     layers: Sequence[int] = (2, 2, 2, 2),
     weights: str | os.PathLike | None = None,
     stem_pool: bool = True,
+    stem: str = "resnet",
 ) -> tuple[nn.Module, int]:
     """Build a per-image backbone ``(N, 1, S, S) -> (N, F)`` by name; returns ``(module, F)``.
 
-    ``width``/``layers``/``stem_pool`` apply to the built-in ResNet; ``weights`` is an optional
-    local file.
+    ``width``/``layers``/``stem_pool``/``stem`` apply to the built-in ResNet; ``weights`` is an
+    optional local file.
     """
     if name.startswith("timm:"):
         return _timm_backbone(name.removeprefix("timm:"), weights)
@@ -156,7 +161,7 @@ def build_global_backbone(
             f"unknown global backbone {name!r}; available: {', '.join(list_global_backbones())} "
             "or 'timm:<model name>'"
         )
-    return _BACKBONES[name](width=width, layers=layers, weights=weights, stem_pool=stem_pool)
+    return _BACKBONES[name](width=width, layers=layers, weights=weights, stem_pool=stem_pool, stem=stem)
 
 
 class GlobalEncoder(nn.Module):
@@ -169,11 +174,18 @@ class GlobalEncoder(nn.Module):
     def __init__(self, cfg: GlobalEncoderConfig) -> None:
         super().__init__()
         self.backbone, features = build_global_backbone(
-            cfg.backbone, width=cfg.width, layers=cfg.layers, weights=cfg.weights, stem_pool=cfg.stem_pool
+            cfg.backbone, width=cfg.width, layers=cfg.layers, weights=cfg.weights, stem_pool=cfg.stem_pool,
+            stem=cfg.stem,
         )
         self.size = int(cfg.size)
         self.proj = nn.Linear(features, cfg.dim)
-        self.temporal = TransformerEncoder(cfg.dim, cfg.num_layers, cfg.heads, cfg.ffn, cfg.dropout)
+        self.temporal: nn.Module
+        self.positions: nn.Embedding | None = None
+        if cfg.transformer == "bert":
+            self.positions = nn.Embedding(cfg.max_positions, cfg.dim)
+            self.temporal = BertTransformer(cfg.dim, cfg.num_layers, cfg.heads, cfg.ffn, cfg.dropout)
+        else:
+            self.temporal = TransformerEncoder(cfg.dim, cfg.num_layers, cfg.heads, cfg.ffn, cfg.dropout)
         self.dim = cfg.dim
 
     def frame_memory_bytes(self, itemsize: int) -> int:
@@ -197,7 +209,13 @@ class GlobalEncoder(nn.Module):
 
     def temporal_tokens(self, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``(B, T, dim)`` embeddings + ``(B, T)`` true frame indices -> ``(B, T, dim)``."""
-        return self.temporal(features + sinusoidal_encoding(index, self.dim).to(features.dtype))
+        if self.positions is None:
+            return self.temporal(features + sinusoidal_encoding(index, self.dim).to(features.dtype))
+        limit = self.positions.num_embeddings
+        if int(index.max()) >= limit:
+            raise ValueError(f"frame index {int(index.max())} is beyond the {limit} positions of the global "
+                             "encoder's learned position table")
+        return self.temporal(features + self.positions(index).to(features.dtype))
 
     def forward(self, frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return self.temporal_tokens(self.frame_features(frames), index)

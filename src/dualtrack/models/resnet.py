@@ -144,6 +144,10 @@ class ResNet2d(nn.Module):
         layers: BasicBlocks per stage.
         stem_pool: add the classic ``3 x 3`` stride-2 max-pool after the stem (total stride 32
             instead of 16).
+        stem: ``"resnet"``: one ``7 x 7`` stride-2 conv to ``width`` channels; ``"r2plus1d"``: a
+            ``7 x 7`` stride-2 conv to ``round(width * 45 / 64)`` channels, then a ``3 x 3`` conv to
+            ``width`` (each with BN and ReLU), the authors' global backbone (their per-frame
+            ``1 x k x k`` video convolutions are these 2D ones).
 
     Shapes: ``forward``: ``(B, in_channels, H, W) -> (B, num_features)``;
     ``forward_features``: ``(B, in_channels, H, W) -> (B, num_features, H/16, W/16)``.
@@ -155,15 +159,26 @@ class ResNet2d(nn.Module):
         width: int = 64,
         layers: Sequence[int] = (2, 2, 2, 2),
         stem_pool: bool = False,
+        stem: str = "resnet",
     ) -> None:
         super().__init__()
         layers = _check_layers(layers, width)
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity(),
-        )
+        if stem not in ("resnet", "r2plus1d"):
+            raise ValueError(f"stem must be 'resnet' or 'r2plus1d', got {stem!r}")
+        pool = nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()
+        if stem == "resnet":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                pool,
+            )
+        else:
+            mid = max(1, round(width * 45 / 64))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, mid, 7, 2, 3, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                nn.Conv2d(mid, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                pool,
+            )
         stages = []
         cin = width
         for i, n in enumerate(layers):
@@ -178,8 +193,10 @@ class ResNet2d(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, num_features, h, w)`` feature map."""
-        x = self.stem[3](self.stem[2](conv_bn(self.stem[0], self.stem[1], x)))
-        return self.stages(x)
+        s = self.stem
+        for i in range(0, len(s) - 1, 3):  # (conv, bn, relu) groups, then the pool
+            x = s[i + 2](conv_bn(s[i], s[i + 1], x))
+        return self.stages(s[-1](x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, num_features)`` spatially mean-pooled features."""

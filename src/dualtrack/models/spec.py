@@ -65,6 +65,8 @@ class InputSpec:
             (:meth:`~dualtrack.models.registry.TrajectoryModel.encode`); chunked encoding with this
             halo is exact. ``None`` = features depend on the whole sequence (no chunking).
         min_frames: the shortest sweep the model accepts.
+        max_frames: the longest sweep the model accepts (the size of its learned or relative
+            position tables; ``None`` = no limit).
         pixel_spacing: ``(sx, sy)`` mm per pixel of the training frames (``None`` = unknown); the
             predictor refuses frames of another spacing unless told to resample them.
         intensity_divisor: frames are uint8 and enter the network as ``frames / intensity_divisor``.
@@ -76,6 +78,7 @@ class InputSpec:
     sparse_frames: int | None = None
     halo: int | None = None
     min_frames: int = 2
+    max_frames: int | None = None
     pixel_spacing: tuple[float, float] | None = None
     intensity_divisor: float = 255.0
 
@@ -88,6 +91,7 @@ class InputSpec:
         set_(self, "sparse_frames", _count(self.sparse_frames, "sparse_frames", 2))
         set_(self, "halo", _count(self.halo, "halo", 0))
         set_(self, "min_frames", _count(self.min_frames, "min_frames", 2, optional=False))
+        set_(self, "max_frames", _count(self.max_frames, "max_frames", self.min_frames))
         d = self.intensity_divisor
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not (math.isfinite(d) and d > 0):
             raise ValueError(f"input spec: intensity_divisor must be a positive number, got {d!r}")

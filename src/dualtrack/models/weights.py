@@ -41,6 +41,7 @@ __all__ = [
     "load_bundle",
     "load_model",
     "export_model",
+    "write_export",
 ]
 
 CHECKPOINT_FORMAT = "dualtrack-checkpoint-1"
@@ -233,21 +234,39 @@ def export_model(path_or_run: str | os.PathLike, out_dir: str | os.PathLike, ove
     Raises:
         FileExistsError: ``out_dir`` exists and is not empty, and ``overwrite`` is False.
     """
-    out = check_output_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite)
     bundle = load_bundle(path_or_run)
-    state = {k: v.detach().contiguous().clone() for k, v in bundle.model.state_dict().items()}
+    return write_export(bundle.model, bundle.name, bundle.config, out_dir, source=str(bundle.source),
+                        overwrite=overwrite)
+
+
+def write_export(
+    model: TrajectoryModel,
+    name: str,
+    config: dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    source: str,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (registry ``name``, factory ``config``) as an export folder (module
+    docstring), atomically; ``extra`` adds entries to ``config.json`` (e.g. provenance)."""
+    out = check_output_dir(out_dir, overwrite)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {
         "format": EXPORT_FORMAT,
-        "model_name": bundle.name,
-        "model_config": bundle.config,
-        "target_mean": bundle.model.target_mean.tolist(),
-        "target_std": bundle.model.target_std.tolist(),
-        "input": bundle.model.input_spec.to_dict(),
-        "source": str(bundle.source),
+        "model_name": name,
+        "model_config": config,
+        "target_mean": model.target_mean.tolist(),
+        "target_std": model.target_std.tolist(),
+        "input": model.input_spec.to_dict(),
+        "source": source,
         "dualtrack_version": __version__,
+        **(extra or {}),
     }
     with atomic_dir(out, overwrite) as tmp:
         save_file(state, str(tmp / "model.safetensors"),
-                  metadata={"format": EXPORT_FORMAT, "model_name": bundle.name})
+                  metadata={"format": EXPORT_FORMAT, "model_name": name})
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
