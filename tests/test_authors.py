@@ -232,3 +232,22 @@ def test_relative_key_attention_matches_the_definition() -> None:
         np.testing.assert_allclose(attn(x).numpy(), expected.numpy(), atol=1e-6)
         with pytest.raises(ValueError, match="longer than the 20 positions"):
             attn(torch.randn(1, 21, 16))
+
+
+def test_predict_and_reconstruct_run_on_an_imported_checkpoint(
+    tiny_checkpoint, tiny_dataset, tmp_path
+) -> None:
+    """The command-line path a user takes: import, predict a scan, reconstruct it into a volume."""
+    path, _ = tiny_checkpoint
+    weights = tmp_path / "imported"
+    assert main(["import-weights", str(path), "--arch", "dualtrack_tusrec2024_tiny", "-o", str(weights)]) == 0
+    scan = tiny_dataset / "frames_transfs" / "000" / "LH_Par_C_DtP.h5"
+    assert main(["predict", str(scan), "--weights", str(weights), "-o", str(tmp_path / "pred")]) == 0
+    trajectory = tmp_path / "pred" / "trajectory.h5"
+    assert trajectory.is_file()
+    volume = tmp_path / "vol.nrrd"
+    assert (
+        main(["reconstruct", str(scan), "--poses", str(trajectory), "-o", str(volume), "--spacing", "0.5"])
+        == 0
+    )
+    assert volume.stat().st_size > 1000
