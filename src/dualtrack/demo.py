@@ -49,10 +49,16 @@ from typing import Any
 import numpy as np
 
 from dualtrack.data import TusRecDataset, load_splits, make_splits, parse_dataset_key, save_splits
-from dualtrack.evaluation.evaluate import evaluate_model, select_scans, summarise, write_results
+from dualtrack.evaluation.evaluate import (
+    evaluate_model,
+    identity_table,
+    select_scans,
+    summarise,
+    write_results,
+)
 from dualtrack.geometry import local_from_global
 from dualtrack.inference import Predictor
-from dualtrack.metrics import drift_curve, identity_errors, paper_metrics
+from dualtrack.metrics import drift_curve
 from dualtrack.predict import write_prediction
 from dualtrack.reconstruction import Volume, reconstruct_volume, write_nrrd, write_sequence_metafile
 from dualtrack.simulate.presets import get_preset
@@ -311,21 +317,6 @@ def _train_stages(
     return {job.key.split(".", 1)[1]: job.run_dir for job in jobs}
 
 
-def _identity_table(dataset: TusRecDataset, scans: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
-    """Errors of the trivial "no motion" prediction (``G_pred[i] = I``), keyed like the evaluation tables."""
-    table = {}
-    for subject, name in scans:
-        sweep = dataset.load(subject, name)
-        g_gt = sweep.global_transforms()
-        s_mat = sweep.calibration.scale
-        row = dict(paper_metrics(g_gt, np.tile(np.eye(4), (len(g_gt), 1, 1)), sweep.shape, s_mat))
-        ident = identity_errors(g_gt, sweep.shape, s_mat, sweep.landmarks)
-        row.update({f"tusrec_{k}": v for k, v in ident.items()})
-        row["final_score"] = 0.0  # 1 - X / X_identity with X = X_identity
-        table[sweep.key] = row
-    return table
-
-
 def _evaluate(runs: dict[str, Path], dataset: TusRecDataset, splits: Path, device: str, out: Path,
               poses: dict[tuple[str, str], np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
     """Per-scan errors ``{method: {scan: {metric: value}}}`` on the test split (files in ``out``);
@@ -343,7 +334,7 @@ def _evaluate(runs: dict[str, Path], dataset: TusRecDataset, splits: Path, devic
         poses.update({(method, key): g for key, g in ev.poses.items()})
         log.info("%s: mean GPE %.3g mm over %d test scans", METHODS[method], ev.summary["GPE"]["mean"],
                  len(ev.table))
-    tables["identity"] = _identity_table(dataset, scans)
+    tables["identity"] = identity_table(dataset, scans)
     return tables
 
 

@@ -53,7 +53,7 @@ from dualtrack import __version__
 from dualtrack.data import TusRecDataset, normalise_subject
 from dualtrack.data.splits import Splits, load_splits, make_splits, save_splits
 from dualtrack.data.verify import preflight
-from dualtrack.evaluation.evaluate import compare, evaluate_model, write_table
+from dualtrack.evaluation.evaluate import compare, evaluate_model, identity_table, summarise, write_table
 from dualtrack.evaluation.global_check import GLOBAL_MODES, global_branch_check
 from dualtrack.inference import Predictor
 from dualtrack.training.config import ConfigError, coerce, find_config_file, shipped_names
@@ -411,6 +411,8 @@ class BenchmarkResult:
         rows: the table rows (``table.csv``), one per model in config order.
         wilcoxon: rows of ``wilcoxon.csv``.
         global_check: rows of ``global_check.csv``.
+        identity: per-scan errors of predicting no motion (``per_scan/identity.csv``), the
+            reference of each row's ``GPE_score`` = ``1 - GPE / GPE of no motion`` (means over scans).
         files: ``{name: path}`` of everything written.
     """
 
@@ -420,6 +422,7 @@ class BenchmarkResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     wilcoxon: list[dict[str, Any]] = field(default_factory=list)
     global_check: list[dict[str, Any]] = field(default_factory=list)
+    identity: dict[str, dict[str, float]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -507,8 +510,6 @@ def _device(spec: str) -> str | None:
 
 def _table_rows(cfg: BenchmarkConfig, tables: Mapping[str, Mapping[str, Mapping[str, float]]],
                 params: Mapping[str, int]) -> list[dict[str, Any]]:  # fmt: skip
-    from dualtrack.evaluation.evaluate import summarise
-
     rows = []
     for m in cfg.models:
         summary = summarise(tables[m.name])
@@ -726,6 +727,20 @@ def _summary_md(cfg: BenchmarkConfig, result: BenchmarkResult, facts: Mapping[st
         "higher is better). Per-scan values: `per_scan/<model>.csv`; mean / std / median: `table.csv`.",
         "",
     ]
+    if result.identity:
+        identity_gpe = summarise(result.identity)["GPE"]["mean"]
+        lines += [
+            "## Against predicting no motion",
+            "",
+            f"Every frame left at the first frame's pose (`per_scan/identity.csv`) has a mean GPE of "
+            f"{identity_gpe:.2f} mm. Normalised GPE score = 1 - GPE / {identity_gpe:.2f} mm (means over "
+            "scans; 1 = perfect, 0 = no better than no motion):",
+            "",
+            "| Model | GPE (mm) | normalised GPE score |",
+            "|---|---|---|",
+            *(f"| {r['label']} | {r['GPE_mean']:.2f} | {r['GPE_score']:.3f} |" for r in result.rows),
+            "",
+        ]
     if result.wilcoxon:
         metrics = list(dict.fromkeys(w["metric"] for w in result.wilcoxon))
         lines += [f"## Paired Wilcoxon signed-rank tests: {cfg.model(ref).display} vs each model", "",
@@ -855,7 +870,12 @@ def run_benchmark(
         result.files[f"per_scan/{m.name}"] = write_table(out / "per_scan" / f"{m.name}.csv", evaluation.table)
         eval_device = evaluation.info.get("device", str(device))
 
+    result.identity = identity_table(dataset, scans)
+    result.files["per_scan/identity"] = write_table(out / "per_scan" / "identity.csv", result.identity)
     result.rows = _table_rows(cfg, result.tables, params)
+    identity_gpe = summarise(result.identity)["GPE"]["mean"]
+    for row in result.rows:
+        row["GPE_score"] = 1.0 - row["GPE_mean"] / identity_gpe
     result.files["table.csv"] = _write_csv(out / "table.csv", result.rows)
     result.wilcoxon = _wilcoxon(cfg, result.tables)
     result.files["wilcoxon.csv"] = _write_csv(
@@ -896,6 +916,7 @@ def run_benchmark(
             j.key: {"run_dir": str(j.run_dir), "action": j.action, "seconds": j.seconds} for j in plan.jobs
         },
         "weights": {k: str(v) for k, v in plan.weights.items()},
+        "identity_GPE_mm": summarise(result.identity)["GPE"]["mean"],
         "dualtrack_version": __version__,
     }
     with atomic_write(out / "benchmark.json") as tmp:

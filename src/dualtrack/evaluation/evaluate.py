@@ -47,6 +47,7 @@ __all__ = [
     "Evaluation",
     "select_scans",
     "evaluate_model",
+    "identity_table",
     "summarise",
     "write_table",
     "write_results",
@@ -168,6 +169,23 @@ def evaluate_model(
         info={"data": str(dataset.root), "device": str(dev), "crop": predictor.spec.local_crop},
         poses=poses,
     )
+
+
+def identity_table(dataset: TusRecDataset, scans: Sequence[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """Errors of the trivial "no motion" prediction (every frame at the first frame's pose,
+    ``G_pred[i] = I``) on ``scans`` ``[(subject, scan), ...]``, keyed like :func:`evaluate_model`'s
+    table: the reference of the normalised scores (``1 - error / identity error``)."""
+    table = {}
+    for subject, name in scans:
+        sweep = dataset.load(subject, name)
+        g_gt = sweep.global_transforms()
+        s_mat = sweep.calibration.scale
+        row = dict(paper_metrics(g_gt, np.tile(np.eye(4), (len(g_gt), 1, 1)), sweep.shape, s_mat))
+        ident = identity_errors(g_gt, sweep.shape, s_mat, sweep.landmarks)
+        row.update({f"tusrec_{k}": v for k, v in ident.items()})
+        row["final_score"] = 0.0  # 1 - X / X_identity with X = X_identity
+        table[sweep.key] = row
+    return table
 
 
 def summarise(table: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
