@@ -130,10 +130,11 @@ def _check_dualtrack(argv: list[str], where: str) -> None:
         load_benchmark_config(args.config, args.overrides)
 
 
-def _script_help(script: Path) -> str:
+def _script_help(script: Path, command: tuple[str, ...] = ()) -> str:
+    """``--help`` of a script, or of its sub-command ``command``."""
     return subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True, cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [sys.executable, str(script), *command, "--help"], capture_output=True, text=True, check=True,
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
     ).stdout
 
 
@@ -155,9 +156,16 @@ def check_command(argv: list[str], where: str, help_cache: dict[Path, str]) -> N
         assert script.is_file(), f"{where}: {argv[1]} does not exist"
         if script not in help_cache:
             help_cache[script] = _script_help(script)
+        key, text = script, help_cache[script]
+        # a sub-command (`script.py compare --out D`): its own help lists its flags
+        if len(argv) > 2 and re.search(rf"{{[^}}]*\b{re.escape(argv[2])}\b[^}}]*}}", text):
+            key = (script, argv[2])
+            if key not in help_cache:
+                help_cache[key] = _script_help(script, (argv[2],))
+            text = help_cache[key]
         for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
-            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_cache[script]), (
-                f"{where}: {argv[1]} has no flag {flag}"
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), (
+                f"{where}: {' '.join(argv[1:3])} has no flag {flag}"
             )
     elif prog not in ("pip", "cd", "git"):
         raise AssertionError(f"{where}: the doc test does not know how to check {prog!r}")
