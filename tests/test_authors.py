@@ -251,3 +251,28 @@ def test_predict_and_reconstruct_run_on_an_imported_checkpoint(
         == 0
     )
     assert volume.stat().st_size > 1000
+
+
+def test_the_tusrec_adapter_runs_an_imported_checkpoint(tiny_checkpoint, tiny_dataset, tmp_path) -> None:
+    """`predict_ddfs` (the challenge's entry point) on an imported export gives the DDFs of the
+    predictor's own trajectory."""
+    import h5py
+
+    from dualtrack.data import TusRecDataset, read_calibration
+    from dualtrack.evaluation.submission import ddfs_from_poses, make_predict_ddfs, model_predictor
+
+    path, _ = tiny_checkpoint
+    weights = tmp_path / "imported"
+    assert main(["import-weights", str(path), "--arch", "dualtrack_tusrec2024_tiny", "-o", str(weights)]) == 0
+    calib_path = tiny_dataset / "calib_matrix.csv"
+    with h5py.File(tiny_dataset / "frames_transfs" / "000" / "LH_Par_C_DtP.h5") as f:
+        frames = f["frames"][()]
+    landmarks = np.array([[1, 5, 5], [len(frames) - 1, 20, 10]])
+    ddfs = make_predict_ddfs(model_predictor(weights, precision="fp32"))(
+        frames, landmarks, str(calib_path), "cpu"
+    )
+    sweep = TusRecDataset(tiny_dataset).load("000", "LH_Par_C_DtP")
+    poses = Predictor.from_export(weights, precision="fp32").predict(sweep).global_
+    expected = ddfs_from_poses(poses, frames.shape[1:], read_calibration(calib_path).scale, landmarks, "cpu")
+    for a, b in zip(ddfs, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -139,6 +139,14 @@ def test_files_per_scan_wilcoxon_global_check_and_reports(runs) -> None:
         r"\* DualTrack: the largest change of the predicted trajectory is [0-9.e+-]+ mm", summary
     )
     assert (out / "splits.json").is_file() and (out / "benchmark.json").is_file()
+    # the no-motion reference: its own per-scan errors on the same scans, and each model's score
+    identity = read_table(out / "per_scan" / "identity.csv")
+    assert identity.keys() == first.tables["dualtrack"].keys()
+    identity_gpe = sum(r["GPE"] for r in identity.values()) / len(identity)
+    assert identity_gpe > 0
+    for row in first.rows:
+        assert row["GPE_score"] == pytest.approx(1 - row["GPE_mean"] / identity_gpe, rel=1e-9)
+    assert f"mean GPE of {identity_gpe:.2f} mm" in summary
 
 
 def test_second_run_reuses_every_model(runs) -> None:
