@@ -276,3 +276,29 @@ def test_the_tusrec_adapter_runs_an_imported_checkpoint(tiny_checkpoint, tiny_da
     expected = ddfs_from_poses(poses, frames.shape[1:], read_calibration(calib_path).scale, landmarks, "cpu")
     for a, b in zip(ddfs, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_fine_tuning_starts_from_an_import_and_refuses_windows_beyond_the_tables(
+    tiny_checkpoint, tiny_dataset, tmp_path
+) -> None:
+    """Training's init_from takes the imported export (here with the 3D CNN and the pooling frozen,
+    as the authors fine-tune); a sweep window longer than the position tables is a configuration
+    error before anything trains."""
+    from dualtrack.training.config import ConfigError
+    from dualtrack.training.loop import prepare_run, train
+
+    path, model = tiny_checkpoint
+    weights = tmp_path / "imported"
+    assert main(["import-weights", str(path), "--arch", "dualtrack_tusrec2024_tiny", "-o", str(weights)]) == 0
+    common = [f"data.root={tiny_dataset}", "runtime.device=cpu", "runtime.tensorboard=false",
+              "model.name=dualtrack_tusrec2024_tiny", "model.kwargs={}", f"stage.init_from={weights}",
+              "stage.local_from=null", "stage.global_from=null", "stage.freeze=[local_cnn, local_pool]",
+              "data.local_crop=[32, 32]", "optim.epochs=1", "runtime.progress=false", "data.num_workers=0"]
+    with pytest.raises(ConfigError, match="accepts at most 64 frames"):
+        train(prepare_run("fusion", [*common, "sampling.max_length=100"])[0], tmp_path / "too_long")
+    result = train(prepare_run("fusion", [*common, "sampling.max_length=24"])[0], tmp_path / "finetune")
+    tuned = load_bundle(result.run_dir).model
+    assert tuned.model_name == "dualtrack_tusrec2024_tiny"
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
+    assert any(k.startswith("fusion.decoder") for k in changed)
+    assert not any(k.startswith("local_encoder.cnn") and k.endswith("weight") for k in changed)

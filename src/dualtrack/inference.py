@@ -332,7 +332,8 @@ class Predictor:
             ``params (N-1, 6)``.
 
         Raises:
-            ValueError: frames that are not uint8 ``(N, H, W)``, fewer frames than the model needs,
+            ValueError: frames that are not uint8 ``(N, H, W)``, fewer or more frames than the model
+                accepts (``input_spec.min_frames`` / ``max_frames``),
                 a crop that does not fit, or a pixel spacing the model was not trained at.
         """
         if isinstance(sweep_or_frames, Sweep):
@@ -357,8 +358,8 @@ class Predictor:
         if spec.max_frames is not None and frames.shape[0] > spec.max_frames:
             raise ValueError(
                 f"{where}: {frames.shape[0]} frames, more than the {spec.max_frames} that {self.source} "
-                f"accepts (the size of its position tables); split the sweep or use a model with "
-                "larger tables (e.g. dualtrack_tusrec2025: 4096)"
+                "accepts (the size of its position tables); split the sweep or use a model with larger "
+                "tables"
             )
         if replace_global is not None and not spec.has_global_branch:
             raise ValueError(f"{self.source}: model {model.model_name!r} has no separate global branch")

@@ -269,6 +269,12 @@ class _Trainer:
         torch.manual_seed(cfg.runtime.seed)
         self.model, has_stats = prepare_model(cfg)
         self.model.to(device)
+        limit = self.model.input_spec.max_frames
+        for phase in self.phases:
+            window = phase.sampling.max_length
+            if limit is not None and phase.sampling.mode == "sweep" and window is not None and window > limit:
+                raise ConfigError(f"phase {phase.name!r}: sampling.max_length={window}, but {cfg.model.name} "
+                                  f"accepts at most {limit} frames (its position tables); set it <= {limit}")
         self.ckpt = read_checkpoint(run_dir / "last.pt") if resume else None
         if not resume and (run_dir / "last.pt").exists():
             raise ConfigError(f"{run_dir} already holds a run (last.pt); use --resume or another --run-dir")
