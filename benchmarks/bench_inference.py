@@ -194,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.repeats, args.model_config, args.weights)
     write_json(args.out, result)
     print(f"{result['model']} on {result['device_name']} ({result['torch_threads']} threads, "
-          f"default precision "
-          f"{result['default_precision']}) -> {args.out}")
+          f"default precision {result['default_precision']}) -> {args.out}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from dualtrack.models.authors import AUTHORS_ARCHITECTURES, import_weights
+from dualtrack.models.authors import IMPORTABLE, import_weights
 
 DESCRIPTION = """\
 Convert a checkpoint released by the DualTrack authors (their TUS-REC 2024 model, or the
@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument(
         "--arch",
         required=True,
-        choices=[*AUTHORS_ARCHITECTURES, *(f"{a}_tiny" for a in AUTHORS_ARCHITECTURES)],
+        choices=IMPORTABLE,
         help="architecture of the checkpoint: dualtrack_tusrec2024 (1024 positions) or "
         "dualtrack_tusrec2025 (4096); *_tiny are test sizes",
     )

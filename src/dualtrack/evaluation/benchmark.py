@@ -916,7 +916,7 @@ def run_benchmark(
             j.key: {"run_dir": str(j.run_dir), "action": j.action, "seconds": j.seconds} for j in plan.jobs
         },
         "weights": {k: str(v) for k, v in plan.weights.items()},
-        "identity_GPE_mm": summarise(result.identity)["GPE"]["mean"],
+        "identity_GPE_mm": identity_gpe,
         "dualtrack_version": __version__,
     }
     with atomic_write(out / "benchmark.json") as tmp:

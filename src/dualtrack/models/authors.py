@@ -47,6 +47,7 @@ from dualtrack.models.weights import write_export
 
 __all__ = [
     "AUTHORS_ARCHITECTURES",
+    "IMPORTABLE",
     "CheckpointMismatch",
     "authors_key",
     "read_authors_checkpoint",
@@ -57,7 +58,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 AUTHORS_ARCHITECTURES = ("dualtrack_tusrec2024", "dualtrack_tusrec2025")
-"""Registered architectures of the authors' released checkpoints (``*_tiny``: the test sizes)."""
+"""Registered architectures of the authors' released checkpoints."""
+
+IMPORTABLE = (*AUTHORS_ARCHITECTURES, *(f"{a}_tiny" for a in AUTHORS_ARCHITECTURES))
+"""What :func:`import_weights` accepts as ``arch``: those and their ``*_tiny`` test sizes."""
 
 LICENCE = (
     "DualTrack weights by the DualTrack authors (ImFusion GmbH / Queen's University), CC BY-NC-SA 4.0: "
@@ -322,7 +326,7 @@ def import_weights(
         ValueError: an architecture that is not one of the authors'; CheckpointMismatch: the
             checkpoint does not fit it; FileNotFoundError / FileExistsError as for any export.
     """
-    if arch.removesuffix("_tiny") not in AUTHORS_ARCHITECTURES:
+    if arch not in IMPORTABLE:
         raise ValueError(
             f"--arch must be one of {list(AUTHORS_ARCHITECTURES)} (or a *_tiny test variant), got {arch!r}"
         )

@@ -78,16 +78,16 @@ class AttentionPool(nn.Module):
             )
         x = self.embed(maps)
         h, w = x.shape[-2:]
+        if self.pos is not None and (h, w) != self.grid:
+            raise ValueError(
+                f"attention pooling has a learned position table for {self.grid[0]}x{self.grid[1]} "
+                f"patches, got {h}x{w} (a different local crop size than the model's)"
+            )
         tokens = x.flatten(2).transpose(1, 2)
         if self.pos is None:
             tokens = tokens + sinusoidal_encoding_2d(h, w, x.shape[1], x.device).to(x.dtype)
         tokens = torch.cat([self.cls.to(tokens.dtype).expand(len(tokens), -1, -1), tokens], 1)
-        if self.pos is not None:
-            if (h, w) != self.grid:
-                raise ValueError(
-                    f"attention pooling has a learned position table for {self.grid[0]}x{self.grid[1]} "
-                    f"patches, got {h}x{w} (a different local crop size than the model's)"
-                )
+        if self.pos is not None:  # the learned table covers the CLS slot too
             tokens = tokens + self.pos.to(tokens.dtype)
         return self.encoder(tokens)[:, 0]
 
